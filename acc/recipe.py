@@ -1,0 +1,111 @@
+"""The BCL recipe: build a run from a condition, and wire a StepInspector to it.
+
+All capture goes through the trainer's `training_metrics_fn`, a forward hook on `encoder.0` and an
+optimizer step hook, each key at the moment SPEC section 4 names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from acc.bcl import BCL
+from acc.conditions import RunConfig
+from acc.data import BatchStream, load_mnist
+from acc.model import LinearAutoencoder
+from acc.step_inspector import StepInspector
+from acc.step_inspector import StepTensorKey as K
+from acc.trainer import Trainer
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA device is available")
+    return device
+
+
+@dataclass
+class Run:
+    config: RunConfig
+    trainer: Trainer
+    bcl: BCL | None
+
+    @property
+    def layer(self) -> nn.Linear:
+        return self.trainer.model.encoder[0]
+
+
+def build_run(config: RunConfig, seed: int, device: str = "cpu", data_root: Path | None = None) -> Run:
+    """Model initialised from `seed`, data stream shuffled from `seed`, BCL attached if the condition has it."""
+    images, labels = load_mnist(data_root)
+    torch.manual_seed(seed)
+    model = LinearAutoencoder(config.input_dim, config.hidden_dim).to(device)
+    stream = BatchStream(images, labels, config.batch_size, seed, device)
+    trainer = Trainer(model, stream, lr=config.lr)
+    bcl = BCL(model.encoder[0], config.bcl) if config.bcl else None
+    return Run(config, trainer, bcl)
+
+
+def cosine_matrix(rows: Tensor) -> Tensor:
+    """[D,D] cosine similarity of the rows (a zero row has similarity 0 with everything)."""
+    unit = nn.functional.normalize(rows, dim=1)
+    return unit @ unit.T
+
+
+_BCL_FORWARD_KEYS = [k for k in K if k.bcl and k not in (K.SOM_DELTA, K.SOM_TARGET_COSINE_MATRIX)]
+
+
+class InspectorHooks:
+    """Captures every StepTensorKey of a run into `inspector`; `remove()` undoes the wiring."""
+
+    def __init__(self, run: Run, inspector: StepInspector):
+        self.run, self.inspector = run, inspector
+        self._step = -1
+        layer, opt = run.layer, run.trainer.optimizer
+        self._handles = [
+            layer.register_forward_hook(self._on_forward),
+            opt.register_step_post_hook(self._after_optimizer_step),
+        ]
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+    def _on_forward(self, module: nn.Linear, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        ins = self.inspector
+        images, labels = self.run.trainer.batch
+        ins.capture(K.BATCH_IMAGES, images)
+        ins.capture(K.BATCH_LABELS, labels)
+        ins.capture(K.ENCODER_WEIGHTS, module.weight)
+        if self.run.bcl is not None:
+            last = self.run.bcl.last
+            for key in _BCL_FORWARD_KEYS:
+                ins.capture(key, last[key.value])
+
+    def metrics_fn(self, step: int) -> None:
+        """The trainer's `training_metrics_fn`: runs after backward, before the optimizer step."""
+        ins, trainer, bcl = self.inspector, self.run.trainer, self.run.bcl
+        self._step = step
+        ins.capture(K.LOSS, trainer.loss)
+        grad = self.run.layer.weight.grad
+        ins.capture(K.GRAD_MASKED, grad)
+        if bcl is None:
+            ins.capture(K.GRAD_RAW, grad)
+        else:
+            x = trainer.batch[0].flatten(1)
+            ins.capture(K.GRAD_RAW, bcl.last["grad_z"].T @ x)
+            ins.capture(K.SOM_DELTA, bcl.last["som_delta"])
+
+    def _after_optimizer_step(self, optimizer, args, kwargs) -> None:
+        ins = self.inspector
+        ins.capture(K.ENCODER_WEIGHTS_POST, self.run.layer.weight)
+        ins.capture(K.WEIGHT_COSINE_MATRIX, cosine_matrix(ins.get(K.ENCODER_WEIGHTS)))
+        ins.capture(K.GRAD_COSINE_MATRIX, cosine_matrix(ins.get(K.GRAD_MASKED)))
+        if self.run.bcl is not None:
+            ins.capture(K.SOM_TARGET_COSINE_MATRIX, cosine_matrix(ins.get(K.SOM_TARGETS)))
+        ins.commit(self._step)

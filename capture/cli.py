@@ -1,0 +1,250 @@
+"""The `acc-capture` command line."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from acc.conditions import CONDITIONS, UnknownCondition, make_config
+from acc.step_inspector import StepTensorKey
+from capture import format as fmt
+from capture.recording import Recording, RecordingError
+
+app = typer.Typer(
+    help="Record every tensor of every BCL training step to Zarr, and replay it in a static viewer.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+
+
+class Fail(Exception):
+    """A bad input or an environment problem: one line on stderr, exit code 1."""
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def next_free_run(base: Path = Path("recordings")) -> Path:
+    n = 1
+    while (base / f"run{n}").exists():
+        n += 1
+    return base / f"run{n}"
+
+
+def parse_keys(text: str | None, condition_keys: list[StepTensorKey], condition: str) -> list[StepTensorKey]:
+    if text is None:
+        return condition_keys
+    keys = []
+    for name in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            key = StepTensorKey(name)
+        except ValueError:
+            raise Fail(f"unknown key {name!r}; see `acc-capture conditions` for the keys") from None
+        if key not in condition_keys:
+            raise Fail(f"key {name!r} is not captured by condition {condition!r} (it has no BCL)")
+        if key not in keys:
+            keys.append(key)
+    if not keys:
+        raise Fail("--keys names no key")
+    return keys
+
+
+def check_output(path: Path, force: bool) -> None:
+    """Refuse to write over anything we should not; with --force, clear an old recording."""
+    if path.exists() and not path.is_dir():
+        raise Fail(f"output path exists and is not a directory: {path}")
+    if not path.exists() or not any(path.iterdir()):
+        return
+    try:
+        Recording.open(path)
+        is_recording = True
+    except RecordingError:
+        is_recording = (path / "zarr.json").exists()
+    if not is_recording:
+        raise Fail(f"output directory is not empty and is not a recording, refusing to touch it: {path}")
+    if not force:
+        raise Fail(f"a recording already exists at {path}; pass --force to replace it")
+    if fmt.writer_alive(path):
+        raise Fail(f"another process is writing {path}; not replacing it")
+    shutil.rmtree(path)
+
+
+class StepsPerSecond(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:.1f} steps/s" if task.speed else "- steps/s")
+
+
+@app.command()
+def run(
+    steps: Annotated[int, typer.Option(help="Training steps to record.")] = 200,
+    condition: Annotated[str, typer.Option(help="Condition to train under (see `conditions`).")] = "bcl-slow",
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Recording directory [default: next free recordings/runN].")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the model's initialisation and the data order.")] = 0,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step [default: 128].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate [default: 1e-3].")] = None,
+    som_lr: Annotated[Optional[float], typer.Option(help="BCL SOM learning rate [default: the condition's].")] = None,
+    neighborhood_k: Annotated[Optional[int], typer.Option(help="BCL neighbours per feature [default: 8].")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="BCL rank-score temperature [default: 5.0].")] = None,
+    recompute_every: Annotated[Optional[int], typer.Option(help="BCL steps between neighbour recomputations [default: 50].")] = None,
+    device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
+    chunk_steps: Annotated[int, typer.Option(help="Steps trained between writes to disk.")] = 20,
+    full_every: Annotated[Optional[int], typer.Option(help="Keep full tensors only every M-th step (summaries always).")] = None,
+    full_steps: Annotated[Optional[str], typer.Option(help="Keep full tensors for these steps, e.g. 0-50,1000-1050.")] = None,
+    keys: Annotated[Optional[str], typer.Option(help="Store only these tensor keys, comma-separated [default: all].")] = None,
+    note: Annotated[str, typer.Option(help="Free text stored with the recording.")] = "",
+    data_root: Annotated[Optional[Path], typer.Option(help="A directory holding MNIST/raw/ [default: the shipped copy].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing recording at --out.")] = False,
+) -> None:
+    """Train under a condition and record every step's tensors to a Zarr recording."""
+    from acc.data import DataError
+    from acc.recipe import build_run, resolve_device
+    from capture.recorder import Policy, Recorder, record
+
+    if steps <= 0:
+        raise Fail(f"--steps must be a positive number of steps, not {steps}")
+    for name, value in (("--chunk-steps", chunk_steps), ("--full-every", full_every), ("--batch-size", batch_size),
+                        ("--neighborhood-k", neighborhood_k), ("--recompute-every", recompute_every)):
+        if value is not None and value <= 0:
+            raise Fail(f"{name} must be positive, not {value}")
+    try:
+        config = make_config(condition, batch_size=batch_size, lr=lr, som_lr=som_lr, neighborhood_k=neighborhood_k,
+                             temperature=temperature, recompute_every=recompute_every)
+        ranges = fmt.parse_ranges(full_steps) if full_steps else []
+        dev = resolve_device(device.value)
+    except (UnknownCondition, ValueError) as e:
+        raise Fail(str(e)) from None
+    if config.bcl and config.bcl.neighborhood_k >= config.hidden_dim:
+        raise Fail(f"--neighborhood-k must be below the {config.hidden_dim} features")
+    policy = Policy(parse_keys(keys, fmt.condition_keys(config), condition), full_every, ranges)
+    path = out_dir if out_dir is not None else next_free_run()
+    check_output(path, force)
+    try:
+        run_ = build_run(config, seed, dev, data_root)
+    except DataError as e:
+        raise Fail(str(e)) from None
+    command = shlex.join(["acc-capture", *sys.argv[1:]])
+    try:
+        recorder = Recorder(path, config, policy, steps, seed=seed, device=dev, note=note, command=command)
+    except BlockingIOError:
+        raise Fail(f"another process is writing {path}") from None
+    status = "interrupted"
+    try:
+        with Progress(TextColumn("[bold]recording[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      StepsPerSecond(), TimeRemainingColumn(), console=Console(stderr=True), transient=False) as bar:
+            task = bar.add_task(f"{condition} -> {path}", total=steps)
+            record(run_, recorder, steps, chunk_steps, on_progress=lambda n: bar.advance(task, n))
+        status = "complete"
+    except KeyboardInterrupt:
+        raise Fail(f"interrupted; {recorder.steps_completed} complete steps kept in {path}") from None
+    finally:
+        try:
+            recorder.finish(status)
+        except OSError:
+            recorder.close()
+    size = Recording.open(path).size_bytes()
+    out.print(f"recorded {steps} steps of {condition} to {path} ({size / 1e6:.1f} MB, {size / 1e6 / steps:.2f} MB/step)")
+    out.print(f"view it:  acc-capture view {shlex.quote(str(path))}")
+
+
+def open_recording(path: Path) -> Recording:
+    try:
+        return Recording.open(path)
+    except RecordingError as e:
+        raise Fail(str(e)) from None
+
+
+def describe(rec: Recording) -> dict:
+    m = rec.meta
+    return {
+        "path": str(rec.path), "format": m["format"], "condition": rec.condition, "status": rec.status,
+        "steps_completed": rec.steps, "full_steps": int(rec.full_capture.sum()), "seed": m.get("seed"),
+        "device": m.get("device"), "note": m.get("note", ""), "created": m.get("created"), "command": m.get("command"),
+        "config": m.get("config"), "policy": m.get("policy"), "versions": m.get("versions"),
+        "size_bytes": rec.size_bytes(),
+        "keys": {k: {"shape": list(a.shape[1:]), "dtype": str(a.dtype), "dims": list(a.metadata.dimension_names[1:])}
+                 for k, a in rec.tensors.items()},
+        "summaries": sorted(rec.summaries),
+    }
+
+
+@app.command()
+def info(
+    path: Annotated[Path, typer.Argument(help="A recording directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Show what a recording holds: condition, steps, status, keys with shapes, size on disk."""
+    d = describe(open_recording(path))
+    if as_json:
+        print(json.dumps(d, indent=2))
+        return
+    steps = d["steps_completed"]
+    bcl = (d["config"] or {}).get("bcl")
+    size = d["size_bytes"] / 1e6
+    rows = [
+        ("recording", f"{d['path']}  (acc-capture format {d['format']})"),
+        ("condition", d["condition"] + (f"  ({', '.join(f'{k} {v}' for k, v in bcl.items())})" if bcl else "  (no BCL)")),
+        ("status", d["status"] + ("  (stopped before it finished; every counted step is intact)"
+                                  if d["status"] == "interrupted" else "")),
+        ("steps", f"{steps} completed, {d['full_steps']} with full tensors"),
+        ("seed, device", f"{d['seed']}, {d['device']}"),
+        ("note", d["note"] or "-"),
+        ("created", f"{d['created']} by: {d['command']}"),
+        ("size on disk", f"{size:.1f} MB" + (f" ({size / steps:.3f} MB per step)" if steps else "")),
+    ]
+    lines = [f"{k:<14}{v}" for k, v in rows]
+    lines.append("keys:")
+    width = max(map(len, d["keys"]), default=0)
+    for k, v in d["keys"].items():
+        shape = "[" + ", ".join(map(str, v["shape"])) + "]"
+        lines.append(f"  {k:<{width}}  {shape:<18} {v['dtype']:<8} ({', '.join(v['dims']) or 'scalar'})")
+    lines.append("summaries:    " + ", ".join(d["summaries"]))
+    print("\n".join(lines))
+
+
+@app.command()
+def conditions() -> None:
+    """List the training conditions and their settings."""
+    table = Table("condition", "som_lr", "k", "temperature", "recompute_every", "batch", "lr", box=None)
+    for name, c in CONDITIONS.items():
+        b = c.bcl
+        table.add_row(name, *(str(getattr(b, f)) if b else "-" for f in ("som_lr", "neighborhood_k", "temperature", "recompute_every")),
+                      str(c.batch_size), str(c.lr))
+    out.print(table)
+    out.print("\nkeys every condition captures: " + ", ".join(k.value for k in StepTensorKey if not k.bcl))
+    out.print("keys BCL conditions add: " + ", ".join(k.value for k in StepTensorKey if k.bcl))
+    out.print("override a setting with run --som-lr, --neighborhood-k, --temperature, --recompute-every, --batch-size, --lr")
+
+
+def main() -> None:
+    """Entry point: every failure is one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        code = app(standalone_mode=False)
+    except Fail as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except typer.TyperException as e:  # usage errors: unknown option, bad value, missing argument
+        if e.format_message():  # (no arguments at all: the help was already printed)
+            print(f"error: {e.format_message()}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

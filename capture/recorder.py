@@ -1,0 +1,158 @@
+"""The recorder: steps a run in chunks and writes every capture to a Zarr v3 recording (format v1)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numcodecs
+import numpy as np
+import torch
+import zarr
+from zarr.codecs import GzipCodec
+
+from acc.conditions import RunConfig
+from acc.recipe import InspectorHooks, Run
+from acc.step_inspector import StepInspector, StepTensorKey
+from capture import format as fmt
+
+COMPRESSOR = GzipCodec(level=1)  # gzip: browsers decode it natively through DecompressionStream
+
+
+@dataclass
+class Policy:
+    """Which steps keep their full tensors (summaries are kept for every step) and which keys are stored."""
+
+    keys: list[StepTensorKey]
+    full_every: int | None = None
+    full_steps: list[tuple[int, int]] = field(default_factory=list)
+
+    def is_full(self, step: int) -> bool:
+        if self.full_every is None and not self.full_steps:
+            return True
+        if self.full_every is not None and step % self.full_every == 0:
+            return True
+        return any(a <= step <= b for a, b in self.full_steps)
+
+    def to_dict(self) -> dict:
+        return {"full_every": self.full_every, "full_steps": [list(r) for r in self.full_steps]}
+
+
+def _runs(flags: list[bool]) -> list[tuple[int, int]]:
+    """[(start, stop)] of the consecutive True stretches."""
+    out, start = [], None
+    for i, f in enumerate(flags + [False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            out.append((start, i))
+            start = None
+    return out
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        tool = version("acc-capture")
+    except PackageNotFoundError:
+        tool = "unknown"
+    return {"acc_capture": tool, "torch": torch.__version__, "zarr": zarr.__version__,
+            "numpy": np.__version__, "numcodecs": numcodecs.__version__}
+
+
+class Recorder:
+    """Creates a recording at `path` and appends finished steps to it.
+
+    `steps_completed` in the root attributes is raised only after every array of those steps is
+    written; each file is replaced atomically, so a kill at any moment leaves the completed steps
+    intact. The process holds an flock on the directory while it writes (see `format.lock_writer`).
+    """
+
+    def __init__(self, path: Path, config: RunConfig, policy: Policy, total_steps: int, *,
+                 seed: int, device: str, note: str, command: str):
+        self.path = Path(path)
+        self.policy = policy
+        self.steps_completed = 0
+        sizes = {"step": total_steps, **fmt.dim_sizes(config)}
+        self.root = zarr.open_group(self.path, mode="w", zarr_format=3)  # (clears the directory)
+        self._lock = fmt.lock_writer(self.path)
+        self.meta = {
+            "format": fmt.FORMAT_VERSION, "status": "recording", "steps_completed": 0,
+            "keys": [k.value for k in policy.keys], "condition": config.condition, "config": config.to_dict(),
+            "policy": policy.to_dict(), "seed": seed, "device": device, "note": note, "command": command,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
+        }
+        self._write_meta()
+        tensors = self.root.create_group("tensors")
+        self.tensors = {}
+        for key in policy.keys:
+            dims = ("step", *key.dims)
+            shape = tuple(sizes[d] for d in dims)
+            dtype = fmt.key_dtype(key)
+            self.tensors[key] = tensors.create_array(
+                key.value, shape=shape, chunks=(1, *shape[1:]), dtype=dtype, compressors=COMPRESSOR,
+                fill_value=fmt.fill_value(dtype), dimension_names=dims)
+        summary = self.root.create_group("summary")
+        captured = fmt.condition_keys(config)
+        self.summary_names = fmt.summary_names(captured)
+        self.summaries = {}
+        for name in [*self.summary_names, fmt.FULL_CAPTURE]:
+            dims, dtype = (((), "bool") if name == fmt.FULL_CAPTURE else fmt.SUMMARIES[name][:2])
+            dims = ("step", *dims)
+            shape = tuple(sizes[d] for d in dims)
+            self.summaries[name] = summary.create_array(
+                name, shape=shape, chunks=(fmt.SUMMARY_CHUNK, *shape[1:]), dtype=dtype, compressors=COMPRESSOR,
+                fill_value=fmt.fill_value(np.dtype(dtype)), dimension_names=dims)
+
+    def _write_meta(self) -> None:
+        self.root.attrs[fmt.ATTRS_KEY] = self.meta
+
+    def write(self, steps: list[tuple[int, dict[StepTensorKey, torch.Tensor]]]) -> None:
+        """Append finished steps (in order, starting at steps_completed), then publish them."""
+        if not steps:
+            return
+        t0, t1 = self.steps_completed, self.steps_completed + len(steps)
+        if [s for s, _ in steps] != list(range(t0, t1)):
+            raise RuntimeError(f"steps out of order: expected {t0}..{t1 - 1}, got {[s for s, _ in steps]}")
+        full = [self.policy.is_full(s) for s, _ in steps]
+        for key, arr in self.tensors.items():
+            for a, b in _runs(full):
+                block = torch.stack([steps[i][1][key] for i in range(a, b)]).numpy()
+                arr[t0 + a : t0 + b] = block.astype(arr.dtype, copy=False)
+        rows = [fmt.summarize(captures, self.summary_names) for _, captures in steps]
+        for name in self.summary_names:
+            self.summaries[name][t0:t1] = np.stack([r[name] for r in rows])
+        self.summaries[fmt.FULL_CAPTURE][t0:t1] = np.array(full)
+        self.steps_completed = t1
+        self.meta["steps_completed"] = t1
+        self._write_meta()
+
+    def finish(self, status: str) -> None:
+        self.meta["status"] = status
+        self._write_meta()
+        self.close()
+
+    def close(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # (releases the flock)
+            self._lock = None
+
+
+def record(run: Run, recorder: Recorder, steps: int, chunk_steps: int, on_progress=None) -> None:
+    """Train `steps` steps of `run`, `chunk_steps` at a time, writing each chunk to `recorder`."""
+    inspector = StepInspector()
+    hooks = InspectorHooks(run, inspector)
+    try:
+        done = 0
+        while done < steps:
+            n = min(chunk_steps, steps - done)
+            run.trainer.train(n, training_metrics_fn=hooks.metrics_fn)
+            recorder.write(inspector.drain())
+            done += n
+            if on_progress:
+                on_progress(n)
+    finally:
+        hooks.remove()

@@ -1,0 +1,93 @@
+"""Reading a recording back: `Recording.open(path)`, arrays by name, `.step(n)`, `.summary(name)`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from capture import format as fmt
+
+
+class RecordingError(Exception):
+    """The path is not a readable recording; the message says why in one line."""
+
+
+def _read_meta(path: Path) -> dict:
+    if not path.exists():
+        raise RecordingError(f"no such directory: {path}")
+    if not path.is_dir():
+        raise RecordingError(f"not a recording (not a directory): {path}")
+    meta_file = path / "zarr.json"
+    if not meta_file.is_file():
+        raise RecordingError(f"not a recording (no zarr.json): {path}")
+    try:
+        doc = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RecordingError(f"corrupt {meta_file}: {e}") from None
+    meta = doc.get("attributes", {}).get(fmt.ATTRS_KEY) if isinstance(doc, dict) else None
+    if not isinstance(meta, dict):
+        raise RecordingError(f"not an acc-capture recording (zarr.json has no '{fmt.ATTRS_KEY}' attributes): {path}")
+    if meta.get("format") != fmt.FORMAT_VERSION:
+        raise RecordingError(f"recording format {meta.get('format')!r} is not one this tool reads ({fmt.FORMAT_VERSION}): {path}")
+    for field in ("status", "steps_completed", "keys", "condition"):
+        if field not in meta:
+            raise RecordingError(f"corrupt {meta_file}: '{fmt.ATTRS_KEY}' lacks '{field}'")
+    return meta
+
+
+class Recording:
+    """A recording on disk. Only its first `steps` (= steps_completed) steps are trusted."""
+
+    def __init__(self, path: Path, meta: dict, root: zarr.Group):
+        self.path, self.meta, self._root = path, meta, root
+        self.steps: int = int(meta["steps_completed"])
+        self.keys: list[str] = list(meta["keys"])
+        self.condition: str = meta["condition"]
+        self.tensors: dict[str, zarr.Array] = {k: root["tensors"][k] for k in self.keys}
+        self.summaries: dict[str, zarr.Array] = dict(root["summary"].arrays())
+
+    @classmethod
+    def open(cls, path: str | Path) -> Recording:
+        path = Path(path)
+        meta = _read_meta(path)
+        try:
+            root = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r", zarr_format=3)
+            return cls(path, meta, root)
+        except (KeyError, ValueError, OSError, json.JSONDecodeError) as e:
+            raise RecordingError(f"corrupt recording {path}: {e}") from None
+
+    @property
+    def status(self) -> str:
+        """complete, recording (a writer is at work) or interrupted (stopped before it finished)."""
+        status = self.meta["status"]
+        if status == "recording" and not fmt.writer_alive(self.path):
+            return "interrupted"
+        return status
+
+    @property
+    def full_capture(self) -> np.ndarray:
+        """[steps] bool: which steps have their full tensors."""
+        return self.summary(fmt.FULL_CAPTURE)
+
+    def summary(self, name: str) -> np.ndarray:
+        """A per-step summary array, e.g. `loss` [steps] or `win_rate` [steps, D]."""
+        if name not in self.summaries:
+            raise KeyError(f"no summary {name!r}; this recording has: {', '.join(sorted(self.summaries))}")
+        return self.summaries[name][: self.steps]
+
+    def step(self, n: int) -> dict[str, np.ndarray]:
+        """Every stored tensor of step `n`, by key (raises IndexError beyond the completed steps)."""
+        if not 0 <= n < self.steps:
+            raise IndexError(f"step {n} is not in this recording (steps 0..{self.steps - 1})")
+        if not self.summaries[fmt.FULL_CAPTURE][n]:
+            raise LookupError(f"step {n} kept summaries only (policy {self.meta.get('policy')}); see .full_capture")
+        return {k: arr[n] for k, arr in self.tensors.items()}
+
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+    def __repr__(self) -> str:
+        return f"Recording({str(self.path)!r}, condition={self.condition!r}, steps={self.steps}, status={self.status!r})"
