@@ -216,6 +216,28 @@ def info(
 
 
 @app.command()
+def view(
+    path: Annotated[Path, typer.Argument(help="A recording directory.")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to serve on.")] = 8765,
+    no_open: Annotated[bool, typer.Option("--no-open", help="Do not open a browser.")] = False,
+    build_only: Annotated[bool, typer.Option("--build-only", help="Only write the viewer files; do not serve.")] = False,
+) -> None:
+    """Build the static viewer inside the recording directory and serve it on 127.0.0.1."""
+    from viewer import ViewerError, build, serve
+
+    rec = open_recording(path)
+    try:
+        index = build(rec)
+        print(f"viewer written to {index}")
+        if not build_only:
+            serve(rec.path, port, open_browser=not no_open)
+    except ViewerError as e:
+        raise Fail(str(e)) from None
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
 def conditions() -> None:
     """List the training conditions and their settings."""
     table = Table("condition", "som_lr", "k", "temperature", "recompute_every", "batch", "lr", box=None)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
+import queue
+import threading
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,14 +14,15 @@ import numcodecs
 import numpy as np
 import torch
 import zarr
-from zarr.codecs import GzipCodec
+from zarr.core.sync import sync
 
 from acc.conditions import RunConfig
 from acc.recipe import InspectorHooks, Run
 from acc.step_inspector import StepInspector, StepTensorKey
 from capture import format as fmt
+from capture.codecs import IsalGzipCodec
 
-COMPRESSOR = GzipCodec(level=1)  # gzip: browsers decode it natively through DecompressionStream
+COMPRESSOR = IsalGzipCodec(level=1)  # plain gzip on disk: browsers decode it natively (DecompressionStream)
 
 
 @dataclass
@@ -50,6 +54,10 @@ def _runs(flags: list[bool]) -> list[tuple[int, int]]:
             out.append((start, i))
             start = None
     return out
+
+
+async def _write_all(writes: list[tuple[zarr.Array, slice, np.ndarray]]) -> None:
+    await asyncio.gather(*(arr.async_array.setitem(sel, block) for arr, sel, block in writes))
 
 
 def versions() -> dict[str, str]:
@@ -118,14 +126,16 @@ class Recorder:
         if [s for s, _ in steps] != list(range(t0, t1)):
             raise RuntimeError(f"steps out of order: expected {t0}..{t1 - 1}, got {[s for s, _ in steps]}")
         full = [self.policy.is_full(s) for s, _ in steps]
+        writes = []  # (array, selection, block): all of them go to zarr in one concurrent batch
         for key, arr in self.tensors.items():
             for a, b in _runs(full):
                 block = torch.stack([steps[i][1][key] for i in range(a, b)]).numpy()
-                arr[t0 + a : t0 + b] = block.astype(arr.dtype, copy=False)
+                writes.append((arr, slice(t0 + a, t0 + b), block.astype(arr.dtype, copy=False)))
         rows = [fmt.summarize(captures, self.summary_names) for _, captures in steps]
         for name in self.summary_names:
-            self.summaries[name][t0:t1] = np.stack([r[name] for r in rows])
-        self.summaries[fmt.FULL_CAPTURE][t0:t1] = np.array(full)
+            writes.append((self.summaries[name], slice(t0, t1), np.stack([r[name] for r in rows])))
+        writes.append((self.summaries[fmt.FULL_CAPTURE], slice(t0, t1), np.array(full)))
+        sync(_write_all(writes))
         self.steps_completed = t1
         self.meta["steps_completed"] = t1
         self._write_meta()
@@ -141,18 +151,60 @@ class Recorder:
             self._lock = None
 
 
+class BackgroundWriter:
+    """Runs `Recorder.write` on a thread behind a bounded queue, so compression overlaps training.
+
+    Chunks are written in the order submitted; at most `depth` chunks wait in memory. An error in
+    the writer is raised in the submitting thread at the next `submit()` or at `close()`.
+    """
+
+    def __init__(self, recorder: Recorder, depth: int = 2):
+        self.recorder = recorder
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="acc-capture-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (steps := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.recorder.write(steps)
+                except BaseException as e:  # handed to the training thread
+                    self._error = e
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, steps: list) -> None:
+        self._raise()
+        self._queue.put(steps)
+
+    def close(self) -> None:
+        """Wait until everything submitted is on disk (or failed), then raise any error."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+
+
 def record(run: Run, recorder: Recorder, steps: int, chunk_steps: int, on_progress=None) -> None:
-    """Train `steps` steps of `run`, `chunk_steps` at a time, writing each chunk to `recorder`."""
+    """Train `steps` steps of `run`, `chunk_steps` at a time; each chunk is written while the next trains.
+
+    `on_progress(n)` is called as each chunk of n steps has trained.
+    """
     inspector = StepInspector()
     hooks = InspectorHooks(run, inspector)
+    writer = BackgroundWriter(recorder)
     try:
         done = 0
         while done < steps:
             n = min(chunk_steps, steps - done)
             run.trainer.train(n, training_metrics_fn=hooks.metrics_fn)
-            recorder.write(inspector.drain())
+            writer.submit(inspector.drain())
             done += n
             if on_progress:
                 on_progress(n)
     finally:
         hooks.remove()
+        writer.close()
