@@ -45,6 +45,12 @@ class BCL:
     def detach(self) -> None:
         self._handle.remove()
 
+    def state_dict(self) -> dict:
+        return {"calls": self.calls, "neighbors": None if self.neighbors is None else self.neighbors.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.calls, self.neighbors = state["calls"], state["neighbors"]
+
     @torch.no_grad()
     def _forward_hook(self, module: nn.Linear, inputs: tuple[Tensor, ...], z: Tensor) -> None:
         c = self.config

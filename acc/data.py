@@ -84,6 +84,15 @@ class BatchStream:
         self.epoch, self.index = 0, 0
         self._order = torch.randperm(len(self.images), generator=self.generator)
 
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index, "order": self._order.clone(),
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.index = state["epoch"], state["index"]
+        self._order = state["order"].clone()
+        self.generator.set_state(state["generator"])
+
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.index == self.per_epoch:
             self.epoch, self.index = self.epoch + 1, 0

@@ -6,6 +6,7 @@ optimizer step hook, each key at the moment SPEC section 4 names.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,29 @@ class Run:
     @property
     def layer(self) -> nn.Linear:
         return self.trainer.model.encoder[0]
+
+    def state_dict(self) -> dict:
+        """Everything an exact continuation needs (a deep copy: later steps do not change it)."""
+        t = self.trainer
+        state = {
+            "step": t.step, "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+            "stream": t.stream.state_dict(), "bcl": self.bcl.state_dict() if self.bcl else None,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        }
+        return copy.deepcopy(state)
+
+    def load_state_dict(self, state: dict) -> None:
+        t = self.trainer
+        t.step = state["step"]
+        t.model.load_state_dict(state["model"])
+        t.optimizer.load_state_dict(state["optimizer"])
+        t.stream.load_state_dict(state["stream"])
+        if self.bcl is not None:
+            self.bcl.load_state_dict(state["bcl"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 def build_run(config: RunConfig, seed: int, device: str = "cpu", data_root: Path | None = None) -> Run:

@@ -138,25 +138,73 @@ def run(
         raise Fail(str(e)) from None
     command = shlex.join(["acc-capture", *sys.argv[1:]])
     try:
-        recorder = Recorder(path, config, policy, steps, seed=seed, device=dev, note=note, command=command)
+        recorder = Recorder.create(path, config, policy, steps, seed=seed, device=dev, note=note, command=command)
     except BlockingIOError:
         raise Fail(f"another process is writing {path}") from None
+    _record_with_progress(run_, recorder, steps, chunk_steps, f"{condition} -> {path}")
+    size = Recording.open(path).size_bytes()
+    out.print(f"recorded {steps} steps of {condition} to {path} ({size / 1e6:.1f} MB, {size / 1e6 / steps:.2f} MB/step)")
+    out.print(f"view it:  acc-capture view {shlex.quote(str(path))}")
+
+
+def _record_with_progress(run_, recorder, steps: int, chunk_steps: int, label: str) -> None:
+    """Record with a progress bar; always leave the recording complete or interrupted, never half-published."""
+    from capture.recorder import record
+
     status = "interrupted"
     try:
         with Progress(TextColumn("[bold]recording[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       StepsPerSecond(), TimeRemainingColumn(), console=Console(stderr=True), transient=False) as bar:
-            task = bar.add_task(f"{condition} -> {path}", total=steps)
+            task = bar.add_task(label, total=steps)
             record(run_, recorder, steps, chunk_steps, on_progress=lambda n: bar.advance(task, n))
         status = "complete"
     except KeyboardInterrupt:
-        raise Fail(f"interrupted; {recorder.steps_completed} complete steps kept in {path}") from None
+        raise Fail(f"interrupted; {recorder.steps_completed} complete steps kept in {recorder.path}") from None
     finally:
         try:
             recorder.finish(status)
         except OSError:
             recorder.close()
-    size = Recording.open(path).size_bytes()
-    out.print(f"recorded {steps} steps of {condition} to {path} ({size / 1e6:.1f} MB, {size / 1e6 / steps:.2f} MB/step)")
+
+
+@app.command()
+def resume(
+    path: Annotated[Path, typer.Argument(help="A recording directory.")],
+    steps: Annotated[int, typer.Option(help="Further steps to record.")] = 50,
+    device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
+    chunk_steps: Annotated[int, typer.Option(help="Steps trained between writes to disk.")] = 20,
+    data_root: Annotated[Optional[Path], typer.Option(help="A directory holding MNIST/raw/ [default: the shipped copy].")] = None,
+) -> None:
+    """Continue a recording where it stopped, bit-exactly, appending to it."""
+    from acc.conditions import RunConfig
+    from acc.data import DataError
+    from acc.recipe import build_run, resolve_device
+    from capture.recorder import Recorder
+
+    if steps <= 0:
+        raise Fail(f"--steps must be a positive number of steps, not {steps}")
+    if chunk_steps <= 0:
+        raise Fail(f"--chunk-steps must be positive, not {chunk_steps}")
+    rec = open_recording(path)
+    if rec.status == "recording":
+        raise Fail(f"another process is writing {path}")
+    config = RunConfig.from_dict(rec.condition, rec.meta["config"])
+    try:
+        dev = resolve_device(device.value)
+        run_ = build_run(config, rec.meta["seed"], dev, data_root)
+    except (DataError, ValueError) as e:
+        raise Fail(str(e)) from None
+    command = shlex.join(["acc-capture", *sys.argv[1:]])
+    try:
+        recorder, state = Recorder.append(path, steps, command)
+    except BlockingIOError:
+        raise Fail(f"another process is writing {path}") from None
+    except FileNotFoundError as e:
+        raise Fail(str(e)) from None
+    start = recorder.steps_completed
+    run_.load_state_dict(state)
+    _record_with_progress(run_, recorder, steps, chunk_steps, f"{rec.condition} {path} from step {start}")
+    out.print(f"recorded steps {start}..{start + steps - 1} of {rec.condition} to {path} ({recorder.steps_completed} steps in all)")
     out.print(f"view it:  acc-capture view {shlex.quote(str(path))}")
 
 

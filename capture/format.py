@@ -17,6 +17,7 @@ from acc.step_inspector import StepTensorKey as K
 FORMAT_VERSION = 1
 ATTRS_KEY = "acc_capture"
 SUMMARY_CHUNK = 1024  # steps per chunk of a summary array
+STATE_GROUP = "state"  # training state at the last completed step, for resume
 DEAD_WIN_RATE = 0.01  # a feature whose win_rate is below this is dead
 
 INT_KEYS = {K.NEIGHBORS, K.BATCH_LABELS}

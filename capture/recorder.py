@@ -60,6 +60,36 @@ async def _write_all(writes: list[tuple[zarr.Array, slice, np.ndarray]]) -> None
     await asyncio.gather(*(arr.async_array.setitem(sel, block) for arr, sel, block in writes))
 
 
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _state_file(path: Path, step: int) -> Path:
+    return path / fmt.STATE_GROUP / f"step-{step:08d}.pt"
+
+
+def save_state(path: Path, step: int, state: dict) -> None:
+    """The training state after `step` steps, written atomically (loaded with weights_only=True)."""
+    target = _state_file(path, step)
+    tmp = target.with_name(target.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, target)
+
+
+def load_state(path: Path, step: int) -> dict:
+    file = _state_file(path, step)
+    if not file.is_file():
+        raise FileNotFoundError(f"no saved training state for step {step} in {path}")
+    return torch.load(file, weights_only=True)
+
+
+def prune_states(path: Path, keep: int) -> None:
+    """Remove the saved states other than `keep` (after `keep` is published)."""
+    for f in (path / fmt.STATE_GROUP).glob("step-*.pt*"):
+        if f != _state_file(path, keep):
+            f.unlink(missing_ok=True)
+
+
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -72,54 +102,85 @@ def versions() -> dict[str, str]:
 
 
 class Recorder:
-    """Creates a recording at `path` and appends finished steps to it.
+    """Appends finished steps to a recording: `Recorder.create(...)` a new one, `Recorder.append(path, n)` to go on.
 
-    `steps_completed` in the root attributes is raised only after every array of those steps is
-    written; each file is replaced atomically, so a kill at any moment leaves the completed steps
-    intact. The process holds an flock on the directory while it writes (see `format.lock_writer`).
+    `steps_completed` in the root attributes is raised only after every array of those steps, and
+    the training state that continues from there, are written; each file is replaced atomically,
+    so a kill at any moment leaves the completed steps intact and resumable. The process holds an
+    flock on the directory while it writes (see `format.lock_writer`).
     """
 
-    def __init__(self, path: Path, config: RunConfig, policy: Policy, total_steps: int, *,
-                 seed: int, device: str, note: str, command: str):
-        self.path = Path(path)
-        self.policy = policy
-        self.steps_completed = 0
-        sizes = {"step": total_steps, **fmt.dim_sizes(config)}
-        self.root = zarr.open_group(self.path, mode="w", zarr_format=3)  # (clears the directory)
-        self._lock = fmt.lock_writer(self.path)
-        self.meta = {
+    def __init__(self, path: Path, root: zarr.Group, meta: dict, lock: int):
+        self.path, self.root, self.meta, self._lock = Path(path), root, meta, lock
+        self.steps_completed: int = meta["steps_completed"]
+        p = meta["policy"]
+        self.policy = Policy([StepTensorKey(k) for k in meta["keys"]], p["full_every"], [tuple(r) for r in p["full_steps"]])
+        self.tensors = {StepTensorKey(k): root["tensors"][k] for k in meta["keys"]}
+        self.summaries = dict(root["summary"].arrays())
+        self.summary_names = [n for n in fmt.SUMMARIES if n in self.summaries]
+
+    @classmethod
+    def create(cls, path: Path, config: RunConfig, policy: Policy, total_steps: int, *,
+               seed: int, device: str, note: str, command: str) -> Recorder:
+        """A new recording with its arrays allocated for `total_steps` steps."""
+        root = zarr.open_group(path, mode="w", zarr_format=3)  # (clears the directory)
+        lock = fmt.lock_writer(Path(path))
+        meta = {
             "format": fmt.FORMAT_VERSION, "status": "recording", "steps_completed": 0,
             "keys": [k.value for k in policy.keys], "condition": config.condition, "config": config.to_dict(),
             "policy": policy.to_dict(), "seed": seed, "device": device, "note": note, "command": command,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
+            "created": _now(), "versions": versions(), "resumed": [],
         }
-        self._write_meta()
-        tensors = self.root.create_group("tensors")
-        self.tensors = {}
+        sizes = {"step": total_steps, **fmt.dim_sizes(config)}
+        tensors = root.create_group("tensors")
         for key in policy.keys:
             dims = ("step", *key.dims)
             shape = tuple(sizes[d] for d in dims)
             dtype = fmt.key_dtype(key)
-            self.tensors[key] = tensors.create_array(
-                key.value, shape=shape, chunks=(1, *shape[1:]), dtype=dtype, compressors=COMPRESSOR,
-                fill_value=fmt.fill_value(dtype), dimension_names=dims)
-        summary = self.root.create_group("summary")
-        captured = fmt.condition_keys(config)
-        self.summary_names = fmt.summary_names(captured)
-        self.summaries = {}
-        for name in [*self.summary_names, fmt.FULL_CAPTURE]:
-            dims, dtype = (((), "bool") if name == fmt.FULL_CAPTURE else fmt.SUMMARIES[name][:2])
+            tensors.create_array(key.value, shape=shape, chunks=(1, *shape[1:]), dtype=dtype, compressors=COMPRESSOR,
+                                 fill_value=fmt.fill_value(dtype), dimension_names=dims)
+        summary = root.create_group("summary")
+        for name in [*fmt.summary_names(fmt.condition_keys(config)), fmt.FULL_CAPTURE]:
+            dims, dtype = ((), "bool") if name == fmt.FULL_CAPTURE else fmt.SUMMARIES[name][:2]
             dims = ("step", *dims)
             shape = tuple(sizes[d] for d in dims)
-            self.summaries[name] = summary.create_array(
-                name, shape=shape, chunks=(fmt.SUMMARY_CHUNK, *shape[1:]), dtype=dtype, compressors=COMPRESSOR,
-                fill_value=fmt.fill_value(np.dtype(dtype)), dimension_names=dims)
+            summary.create_array(name, shape=shape, chunks=(fmt.SUMMARY_CHUNK, *shape[1:]), dtype=dtype,
+                                 compressors=COMPRESSOR, fill_value=fmt.fill_value(np.dtype(dtype)), dimension_names=dims)
+        root.create_group(fmt.STATE_GROUP)
+        root.attrs[fmt.ATTRS_KEY] = meta
+        return cls(path, root, meta, lock)
+
+    @classmethod
+    def append(cls, path: Path, more_steps: int, command: str) -> tuple[Recorder, dict]:
+        """Reopen a recording to add `more_steps` after its completed steps.
+
+        Returns the recorder and the training state saved at `steps_completed`. Whatever an
+        interrupted writer left beyond `steps_completed` is discarded. Raises BlockingIOError if
+        another process is writing the recording, FileNotFoundError if no state was saved.
+        """
+        lock = fmt.lock_writer(Path(path))
+        try:
+            root = zarr.open_group(path, mode="r+", zarr_format=3)
+            meta = dict(root.attrs[fmt.ATTRS_KEY])
+            done = meta["steps_completed"]
+            state = load_state(Path(path), done)
+            for arr in [*root["tensors"].arrays(), *root["summary"].arrays()]:
+                arr = arr[1]
+                arr.resize((done, *arr.shape[1:]))  # drops the chunks of discarded steps
+                arr.resize((done + more_steps, *arr.shape[1:]))
+            meta["status"] = "recording"
+            meta["resumed"] = [*meta.get("resumed", []), {"at_step": done, "command": command, "time": _now()}]
+            root.attrs[fmt.ATTRS_KEY] = meta
+        except BaseException:
+            os.close(lock)
+            raise
+        return cls(path, root, meta, lock), state
 
     def _write_meta(self) -> None:
         self.root.attrs[fmt.ATTRS_KEY] = self.meta
 
-    def write(self, steps: list[tuple[int, dict[StepTensorKey, torch.Tensor]]]) -> None:
-        """Append finished steps (in order, starting at steps_completed), then publish them."""
+    def write(self, steps: list[tuple[int, dict[StepTensorKey, torch.Tensor]]], state: dict | None = None) -> None:
+        """Append finished steps (in order, starting at steps_completed) and the state after them; then publish."""
         if not steps:
             return
         t0, t1 = self.steps_completed, self.steps_completed + len(steps)
@@ -136,9 +197,13 @@ class Recorder:
             writes.append((self.summaries[name], slice(t0, t1), np.stack([r[name] for r in rows])))
         writes.append((self.summaries[fmt.FULL_CAPTURE], slice(t0, t1), np.array(full)))
         sync(_write_all(writes))
+        if state is not None:
+            save_state(self.path, t1, state)
         self.steps_completed = t1
         self.meta["steps_completed"] = t1
         self._write_meta()
+        if state is not None:
+            prune_states(self.path, keep=t1)
 
     def finish(self, status: str) -> None:
         self.meta["status"] = status
@@ -166,10 +231,10 @@ class BackgroundWriter:
         self._thread.start()
 
     def _loop(self) -> None:
-        while (steps := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    self.recorder.write(steps)
+                    self.recorder.write(*item)
                 except BaseException as e:  # handed to the training thread
                     self._error = e
 
@@ -177,9 +242,9 @@ class BackgroundWriter:
         if self._error is not None:
             raise self._error
 
-    def submit(self, steps: list) -> None:
+    def submit(self, steps: list, state: dict | None = None) -> None:
         self._raise()
-        self._queue.put(steps)
+        self._queue.put((steps, state))
 
     def close(self) -> None:
         """Wait until everything submitted is on disk (or failed), then raise any error."""
@@ -201,7 +266,7 @@ def record(run: Run, recorder: Recorder, steps: int, chunk_steps: int, on_progre
         while done < steps:
             n = min(chunk_steps, steps - done)
             run.trainer.train(n, training_metrics_fn=hooks.metrics_fn)
-            writer.submit(inspector.drain())
+            writer.submit(inspector.drain(), run.state_dict())
             done += n
             if on_progress:
                 on_progress(n)
