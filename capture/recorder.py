@@ -164,17 +164,26 @@ class Recorder:
             meta = dict(root.attrs[fmt.ATTRS_KEY])
             done = meta["steps_completed"]
             state = load_state(Path(path), done)
-            for arr in [*root["tensors"].arrays(), *root["summary"].arrays()]:
-                arr = arr[1]
-                arr.resize((done, *arr.shape[1:]))  # drops the chunks of discarded steps
-                arr.resize((done + more_steps, *arr.shape[1:]))
+            recorder = cls(path, root, meta, lock)
+            recorder._resize(done)  # drops the chunks of discarded steps
+            recorder._resize(done + more_steps)
             meta["status"] = "recording"
             meta["resumed"] = [*meta.get("resumed", []), {"at_step": done, "command": command, "time": _now()}]
             root.attrs[fmt.ATTRS_KEY] = meta
         except BaseException:
             os.close(lock)
             raise
-        return cls(path, root, meta, lock), state
+        return recorder, state
+
+    def _resize(self, total_steps: int) -> None:
+        for arr in [*self.tensors.values(), *self.summaries.values()]:
+            if arr.shape[0] != total_steps:
+                arr.resize((total_steps, *arr.shape[1:]))
+
+    def grow(self, more_steps: int) -> None:
+        """Make room for `more_steps` steps after the completed ones."""
+        if self.summaries[fmt.FULL_CAPTURE].shape[0] < self.steps_completed + more_steps:
+            self._resize(self.steps_completed + more_steps)
 
     def _write_meta(self) -> None:
         self.root.attrs[fmt.ATTRS_KEY] = self.meta

@@ -1,0 +1,205 @@
+"""Live stepping: one session owns a model, trains it on request and appends each step to its recording.
+
+`InspectAPI.handle(method, path, body)` answers the `/inspect/` HTTP API of the original plan with
+no HTTP framework of its own; the viewer's server routes requests to it. Training runs on a worker
+thread, so `state` answers while a step runs; a second step request meanwhile gets 409.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from acc.conditions import CONDITIONS, RunConfig, make_config
+from acc.recipe import build_run, resolve_device
+from capture import format as fmt
+from capture.recorder import Policy, Recorder, record, save_state
+from capture.recording import Recording
+
+MAX_STEPS_PER_REQUEST = 500
+
+
+class LiveSession:
+    """A recording open for appending, with the run that continues it exactly as `resume` would."""
+
+    def __init__(self, path: Path, device: str = "auto", chunk_steps: int = 10, command: str = "acc-capture serve"):
+        rec = Recording.open(path)
+        self.path, self.condition, self.chunk_steps = Path(path), rec.condition, chunk_steps
+        self.config = RunConfig.from_dict(rec.condition, rec.meta["config"])
+        self.run = build_run(self.config, rec.meta["seed"], resolve_device(device))
+        self.recorder, state = Recorder.append(self.path, 0, command)
+        self.run.load_state_dict(state)
+
+    @classmethod
+    def create(cls, path: Path, condition: str, seed: int = 0, device: str = "auto", note: str = "") -> LiveSession:
+        """A new, empty recording of `condition` at `path`, opened for stepping."""
+        config = make_config(condition)
+        dev = resolve_device(device)
+        run = build_run(config, seed, dev)
+        command = shlex.join(["acc-capture", "serve", "--condition", condition])
+        recorder = Recorder.create(path, config, Policy(fmt.condition_keys(config)), 0, seed=seed, device=dev,
+                                   note=note, command=command)
+        save_state(recorder.path, 0, run.state_dict())
+        recorder.finish("complete")
+        return cls(path, device)
+
+    @property
+    def steps(self) -> int:
+        return self.recorder.steps_completed
+
+    def step(self, n: int) -> None:
+        self.recorder.grow(n)
+        record(self.run, self.recorder, n, self.chunk_steps)
+
+    def close(self) -> None:
+        self.recorder.finish("complete")
+
+
+class InspectAPI:
+    """The `/inspect/` endpoints over at most one LiveSession. `handle()` returns (HTTP status, JSON body)."""
+
+    def __init__(self, session: LiveSession | None = None, recordings_dir: Path = Path("recordings"),
+                 on_new_recording=None, device: str = "auto"):
+        self.session, self.recordings_dir, self.device = session, Path(recordings_dir), device
+        self.on_new_recording = on_new_recording  # called with the path of a recording made by setup
+        self._lock = threading.Lock()  # held while a step runs
+        self._busy_with = 0
+        self._error: BaseException | None = None
+
+    # -- routing
+    def handle(self, method: str, path: str, body: bytes = b"") -> tuple[int, object]:
+        path = path.split("?", 1)[0].rstrip("/")
+        try:
+            if method == "GET" and path == "/inspect/state":
+                return 200, self.state()
+            if method == "GET" and path == "/inspect/history":
+                return self._with_session(self.history)
+            if method == "GET" and (m := re.fullmatch(r"/inspect/step/([^/]+)", path)):
+                return self._with_session(lambda: self.step_data(m.group(1)))
+            if method == "POST" and path in ("/inspect/setup", "/inspect/step", "/inspect/teardown"):
+                try:
+                    args = json.loads(body or b"{}")
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    return 400, {"error": f"malformed JSON body: {e}"}
+                if not isinstance(args, dict):
+                    return 400, {"error": "the JSON body must be an object"}
+                return {"/inspect/setup": self.setup, "/inspect/step": self.step,
+                        "/inspect/teardown": self.teardown}[path](args)
+            if path.startswith("/inspect/"):
+                return 404, {"error": f"no endpoint {method} {path}"}
+            return 404, {"error": "not an /inspect/ path"}
+        except _Reply as r:
+            return r.status, {"error": r.message}
+
+    def _with_session(self, fn):
+        if self.session is None:
+            raise _Reply(409, "no active session; POST /inspect/setup first")
+        return 200, fn()
+
+    # -- endpoints
+    def state(self) -> dict:
+        s = self.session
+        if s is None:
+            return {"active": False, "busy": False, "step": None, "total_steps": 0, "condition": None}
+        return {
+            "active": True, "busy": self._lock.locked(), "running_steps": self._busy_with,
+            "step": s.steps - 1 if s.steps else None, "total_steps": s.steps, "condition": s.condition, "path": str(s.path),
+            "model_dim": s.config.hidden_dim, "image_shape": [1, 28, 28],
+        }
+
+    def setup(self, args: dict) -> tuple[int, dict]:
+        condition = args.get("condition", "bcl-slow")
+        if condition not in CONDITIONS:
+            raise _Reply(400, f"unknown condition {condition!r}; choose one of: {', '.join(CONDITIONS)}")
+        if not self._lock.acquire(blocking=False):
+            raise _Reply(409, "a step is running; try again when it is done")
+        try:
+            if self.session is not None:
+                self.session.close()
+                self.session = None
+            from capture.cli import next_free_run
+
+            path = next_free_run(self.recordings_dir)
+            self.session = LiveSession.create(path, condition, seed=int(args.get("seed", 0)), device=self.device)
+        finally:
+            self._lock.release()
+        if self.on_new_recording:
+            self.on_new_recording(path)
+        return 200, {"status": "ready", **self.state()}
+
+    def step(self, args: dict) -> tuple[int, dict]:
+        n = args.get("n", 1)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_STEPS_PER_REQUEST:
+            raise _Reply(400, f"n must be an integer from 1 to {MAX_STEPS_PER_REQUEST}, not {n!r}")
+        if self.session is None:
+            raise _Reply(409, "no active session; POST /inspect/setup first")
+        if not self._lock.acquire(blocking=False):
+            raise _Reply(409, f"a step of {self._busy_with} is already running")
+        try:
+            self._busy_with = n
+            worker = threading.Thread(target=self._step_worker, args=(n,), name="acc-capture-step")
+            worker.start()
+            worker.join()  # this request waits; others (state) are answered meanwhile
+            if self._error is not None:
+                raise _Reply(500, f"training failed: {self._error}")
+        finally:
+            self._busy_with = 0
+            self._lock.release()
+        s = self.session
+        last = s.steps - 1
+        rec = Recording.open(s.path)
+        return 200, {"step": last, "steps_completed": s.steps, "loss": float(rec.summary("loss")[last]),
+                     "keys": rec.keys}
+
+    def _step_worker(self, n: int) -> None:
+        self._error = None
+        try:
+            self.session.step(n)
+        except Exception as e:  # reported to the client as 500
+            self._error = e
+
+    def teardown(self, args: dict) -> tuple[int, dict]:
+        if not self._lock.acquire(blocking=False):
+            raise _Reply(409, "a step is running; try again when it is done")
+        try:
+            if self.session is not None:
+                self.session.close()
+                self.session = None
+        finally:
+            self._lock.release()
+        return 200, {"status": "torn_down"}
+
+    def history(self) -> list[dict]:
+        rec = Recording.open(self.session.path)
+        names = [n for n in ("loss", "win_rate", "feature_novelty", "gradient_weight", "contender_weight",
+                             "attraction_weight", "image_coverage", "dead_features") if n in rec.summaries]
+        cols = {n: rec.summary(n).tolist() for n in names}
+        return [{"step": t, "keys": rec.keys, **{n: cols[n][t] for n in names}} for t in range(rec.steps)]
+
+    def step_data(self, text: str) -> dict:
+        try:
+            n = int(text)
+        except ValueError:
+            raise _Reply(400, f"step must be an integer, not {text!r}") from None
+        rec = Recording.open(self.session.path)
+        if not 0 <= n < rec.steps:
+            raise _Reply(404, f"step {n} is not recorded (steps 0..{rec.steps - 1})")
+        if not rec.full_capture[n]:
+            raise _Reply(404, f"step {n} kept summaries only")
+        data = rec.step(n)
+        return {"step": n, "keys": list(data), **{k: _jsonable(v) for k, v in data.items()}}
+
+
+def _jsonable(a: np.ndarray):
+    return a.item() if a.ndim == 0 else np.where(np.isfinite(a), a, None).tolist() if a.dtype.kind == "f" else a.tolist()
+
+
+class _Reply(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
