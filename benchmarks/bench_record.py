@@ -1,0 +1,149 @@
+"""Recording benchmark: prints each figure of the speed targets as a table (median of repeats).
+
+    python benchmarks/bench_record.py [--steps 300] [--repeats 3]
+
+Wall-time ratios are taken in one run with the sides interleaved (A B C, A B C, ...), each side a
+fresh process, so start-up (imports, MNIST) is counted on every side alike. The in-process figures
+time the training loop alone. Run it on a quiet machine: other processes on the two cores distort it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CLI = [sys.executable, "-c", "from capture.cli import main; main()"]
+
+
+def wall(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
+def in_process(steps: int, tmp: Path) -> dict[str, float]:
+    """ms per step of the loop alone: plain training, training with captures, and recording."""
+    from acc.conditions import make_config
+    from acc.recipe import InspectorHooks, build_run
+    from acc.step_inspector import StepInspector
+    from capture import format as fmt
+    from capture.recorder import Policy, Recorder, record
+
+    cfg = make_config("bcl-slow")
+    out = {}
+    run = build_run(cfg, seed=0)
+    run.trainer.train(10)
+    t = time.perf_counter()
+    run.trainer.train(steps)
+    out["plain training"] = (time.perf_counter() - t) / steps * 1e3
+
+    run = build_run(cfg, seed=0)
+    ins = StepInspector()
+    hooks = InspectorHooks(run, ins)
+    t = time.perf_counter()
+    for _ in range(steps // 20):
+        run.trainer.train(20, hooks.metrics_fn)
+        ins.drain()
+    out["training + captures (nothing written)"] = (time.perf_counter() - t) / (steps // 20 * 20) * 1e3
+    hooks.remove()
+
+    run = build_run(cfg, seed=0)
+    rec = Recorder.create(tmp / "inproc", cfg, Policy(fmt.condition_keys(cfg)), steps, seed=0, device="cpu",
+                          note="", command="bench")
+    t = time.perf_counter()
+    record(run, rec, steps, 20)
+    out["recording, every key"] = (time.perf_counter() - t) / steps * 1e3
+    rec.finish("complete")
+    return out
+
+
+def read_step(path: Path, repeats: int = 30) -> float:
+    from capture import Recording
+
+    rec = Recording.open(path)
+    rec.step(0)
+    times = []
+    for i in range(repeats):
+        t = time.perf_counter()
+        rec.step((i * 7) % rec.steps)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def seed_json(path: Path) -> tuple[float, float]:
+    """The original plan's transport: one step serialised to JSON nested lists (MB, ms)."""
+    from capture import Recording
+
+    step = Recording.open(path).step(1)
+    t = time.perf_counter()
+    text = json.dumps({k: v.tolist() for k, v in step.items()})
+    return len(text) / 1e6, (time.perf_counter() - t) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="acc-bench-"))
+    try:
+        sides = {
+            "full": lambda i: CLI + ["run", "--steps", str(args.steps), "--out", str(tmp / f"full{i}")],
+            "loss": lambda i: CLI + ["run", "--steps", str(args.steps), "--out", str(tmp / f"loss{i}"), "--keys", "loss"],
+            "plain": lambda i: [sys.executable, str(HERE / "plain_train.py"), str(args.steps)],
+        }
+        times = {k: [] for k in sides}
+        for i in range(args.repeats):
+            for name, cmd in sides.items():
+                times[name].append(wall(cmd(i)))
+        med = {k: statistics.median(v) for k, v in times.items()}
+
+        from capture import Recording
+
+        rec = Recording.open(tmp / "full0")
+        on_disk = sum(f.stat().st_size for f in (tmp / "full0" / "tensors").rglob("*") if f.is_file())
+        raw = sum(int(np.prod(a.shape[1:])) * a.dtype.itemsize for a in rec.tensors.values())
+        loop = in_process(args.steps, tmp)
+        step_ms = read_step(tmp / "full0")
+        json_mb, json_ms = seed_json(tmp / "full0")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+          f"{platform.python_version()}; {args.steps} steps, median of {args.repeats}")
+    rows = [
+        ("wall: run, every key / run --keys loss", f"{med['full']:.2f} s / {med['loss']:.2f} s",
+         f"{med['full'] / med['loss']:.2f}", "<= 1.5"),
+        ("wall: run, every key / plain training", f"{med['full']:.2f} s / {med['plain']:.2f} s",
+         f"{med['full'] / med['plain']:.2f}", "<= 1.6"),
+        ("loop: recording / plain training (ms per step)",
+         f"{loop['recording, every key']:.1f} / {loop['plain training']:.1f}",
+         f"{loop['recording, every key'] / loop['plain training']:.2f}", "-"),
+        ("loop: training + captures, nothing written (ms per step)",
+         f"{loop['training + captures (nothing written)']:.1f}", "-", "-"),
+        ("bytes on disk per step / raw float32 bytes per step (tensors/)",
+         f"{on_disk / args.steps / 1e6:.3f} MB / {raw / 1e6:.3f} MB", f"{on_disk / args.steps / raw:.2f}", "<= 0.6"),
+        ("Recording.step(n), all keys", f"{step_ms:.1f} ms", "-", "<= 10 ms"),
+        ("original plan: one step as JSON nested lists", f"{json_mb:.1f} MB in {json_ms:.0f} ms", "-", "-"),
+    ]
+    w = max(len(r[0]) for r in rows)
+    print(f"| {'figure':<{w}} | measured | ratio | target |")
+    print(f"| {'-' * w} | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r[0]:<{w}} | {r[1]} | {r[2]} | {r[3]} |")
+
+
+if __name__ == "__main__":
+    main()
