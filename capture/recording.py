@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 from capture import format as fmt
+from capture.codecs import use_fast_gzip
+
+use_fast_gzip()  # the same gzip bytes, decoded by ISA-L: reading a step is about twice as fast
 
 
 class RecordingError(Exception):
@@ -36,6 +41,10 @@ def _read_meta(path: Path) -> dict:
         if field not in meta:
             raise RecordingError(f"corrupt {meta_file}: '{fmt.ATTRS_KEY}' lacks '{field}'")
     return meta
+
+
+async def _read_all(arrays: list, n: int) -> list[np.ndarray]:
+    return await asyncio.gather(*(a.getitem(n) for a in arrays))
 
 
 class Recording:
@@ -84,7 +93,8 @@ class Recording:
             raise IndexError(f"step {n} is not in this recording (steps 0..{self.steps - 1})")
         if not self.summaries[fmt.FULL_CAPTURE][n]:
             raise LookupError(f"step {n} kept summaries only (policy {self.meta.get('policy')}); see .full_capture")
-        return {k: arr[n] for k, arr in self.tensors.items()}
+        values = sync(_read_all([arr.async_array for arr in self.tensors.values()], n))
+        return dict(zip(self.tensors, values))
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())

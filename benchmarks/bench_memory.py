@@ -1,0 +1,58 @@
+"""Memory over a long recording: resident set size every N steps (it must not grow with the step count).
+
+    python benchmarks/bench_memory.py [--steps 25000] [--full-every 1000]
+
+Full tensors every `--full-every` steps keep the disk use of a 25,000-step run reasonable; the
+per-step path (captures, summaries, queue, writer) is the same for every step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=25000)
+    ap.add_argument("--full-every", type=int, default=1000)
+    ap.add_argument("--every", type=int, default=2500, help="report every this many steps")
+    args = ap.parse_args()
+
+    from acc.conditions import make_config
+    from acc.recipe import build_run
+    from capture import format as fmt
+    from capture.recorder import Policy, Recorder, record
+
+    tmp = Path(tempfile.mkdtemp(prefix="acc-mem-"))
+    try:
+        cfg = make_config("bcl-slow")
+        run = build_run(cfg, seed=0)
+        rec = Recorder.create(tmp / "rec", cfg, Policy(fmt.condition_keys(cfg), args.full_every), args.steps,
+                              seed=0, device="cpu", note="", command="bench_memory")
+        print("| steps | RSS MB | s |")
+        print("| --- | --- | --- |")
+        t0 = time.perf_counter()
+        done = 0
+        while done < args.steps:
+            n = min(args.every, args.steps - done)
+            record(run, rec, n, 20)
+            done += n
+            print(f"| {done} | {rss_mb():.0f} | {time.perf_counter() - t0:.0f} |", flush=True)
+        rec.finish("complete")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
