@@ -1,0 +1,156 @@
+"""Write the static viewer into a recording: `index.html` at its root, our JS/CSS under `viewer/`.
+
+The page carries everything it needs to start as inline JSON: the `StepTensorKey` table (from the
+enum), the page layout, and the metadata of every array (shape, chunks, dtype, dimension names,
+fill value, codecs), so the browser fetches no `zarr.json` at all, only chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import jinja2
+
+from acc.step_inspector import StepTensorKey
+from capture import format as fmt
+from capture.recording import Recording
+from viewer import layout
+
+STATIC = Path(__file__).parent / "static"
+TEMPLATES = Path(__file__).parent / "templates"
+ASSETS_DIR = "viewer"  # inside the recording
+# viewer/ is a folder inside a Zarr group: make it an empty group so zarr-python lists it cleanly
+EMPTY_GROUP = {"zarr_format": 3, "node_type": "group", "attributes": {}}
+
+DTYPES = {"float32", "int32", "bool"}
+
+
+class ViewerError(Exception):
+    """Something the user must hear, in one line (the CLI prints it and exits 1)."""
+
+
+def key_table() -> list[dict]:
+    return [{"value": k.value, "name": k.name, "dims": list(k.dims), "bcl": k.bcl, "render": k.render, "signed": k.signed}
+            for k in StepTensorKey]
+
+
+def array_meta(path: str, arr) -> dict | str:
+    """What the JS reader needs of one array, or a string saying why it cannot read it."""
+    m = arr.metadata.to_dict()
+    dtype = str(m.get("data_type"))
+    if dtype not in DTYPES:
+        return f"data type {dtype}"
+    grid = m.get("chunk_grid", {})
+    if grid.get("name") != "regular":
+        return f"chunk grid {grid.get('name')}"
+    codecs = [c.get("name") if isinstance(c, dict) else str(c) for c in m.get("codecs", [])]
+    if not codecs or codecs[0] != "bytes" or any(c != "gzip" for c in codecs[1:]):
+        return f"codecs {codecs}"
+    endian = ((m["codecs"][0].get("configuration") or {}).get("endian")) or "little"
+    enc = m.get("chunk_key_encoding", {})
+    if enc.get("name") not in ("default", "v2"):
+        return f"chunk key encoding {enc.get('name')}"
+    sep = (enc.get("configuration") or {}).get("separator", "/" if enc.get("name") == "default" else ".")
+    fill = m.get("fill_value")
+    return {
+        "path": path, "shape": list(m["shape"]), "chunks": list(grid["configuration"]["chunk_shape"]),
+        "dtype": dtype, "dims": list(m.get("dimension_names") or []), "fill": fill,
+        "codecs": codecs, "endian": endian, "encoding": enc.get("name"), "sep": sep,
+    }
+
+
+def collect_arrays(rec: Recording) -> tuple[dict, list[str]]:
+    arrays, skipped = {}, []
+    groups = (("tensors", rec.tensors), ("summary", rec.summaries))
+    for group, members in groups:
+        for name, arr in sorted(members.items()):
+            meta = array_meta(f"{group}/{name}", arr)
+            if isinstance(meta, str):
+                skipped.append(f"{group}/{name} ({meta})")
+            else:
+                arrays[f"{group}/{name}"] = meta
+    return arrays, skipped
+
+
+def config_rows(config: dict | None) -> list[tuple[str, str]]:
+    """Flatten {model: {...}, bcl: {...}} to ("bcl", "som_lr 0.001, ...") rows."""
+    rows = []
+    for group, values in (config or {}).items():
+        if isinstance(values, dict):
+            rows.append((group, ", ".join(f"{k} {v}" for k, v in values.items())))
+        else:
+            rows.append((group, "none" if values is None else str(values)))
+    return rows
+
+
+def page_data(rec: Recording) -> dict:
+    arrays, skipped = collect_arrays(rec)
+    meta = rec.meta
+    return {
+        "run": {
+            "name": rec.path.resolve().name, "condition": rec.condition, "steps": rec.steps, "status": rec.status,
+            "keys": rec.keys, "policy": meta.get("policy"), "dead_win_rate": fmt.DEAD_WIN_RATE,
+            "bcl": bool((meta.get("config") or {}).get("bcl")),
+            "all_full": bool(rec.steps == 0 or rec.full_capture.all()),
+        },
+        "keys": key_table(),
+        "arrays": arrays,
+        "skipped": skipped,
+        "sections": [s.to_json() for s in layout.sections()],
+        "metrics": layout.metric_columns(),
+        "timeline": [c.to_json() for c in layout.TIMELINE],
+        "timeline_heatmap": layout.TIMELINE_HEATMAP,
+    }
+
+
+def render(rec: Recording) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    meta = rec.meta
+    data = page_data(rec)
+    modules = sorted(p.name for p in STATIC.glob("*.js"))
+    return env.get_template("index.html").render(
+        run=data["run"], meta=meta, config_rows=config_rows(meta.get("config")), sections=layout.sections(),
+        data=data, assets=ASSETS_DIR, modules=modules, versions=meta.get("versions") or {},
+        full_steps=int(rec.full_capture.sum()) if rec.steps else 0,
+    )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build(rec: Recording) -> Path:
+    """Write index.html and viewer/ into the recording; return the path of index.html."""
+    root = Path(rec.path)
+    html = render(rec)
+    assets = root / ASSETS_DIR
+    try:
+        if assets.exists() and not assets.is_dir():
+            raise ViewerError(f"cannot write the viewer: {assets} exists and is not a directory")
+        assets.mkdir(exist_ok=True)
+        wanted = {p.name for p in STATIC.iterdir() if p.is_file()} | {"zarr.json"}
+        for old in assets.iterdir():  # files of an older viewer version
+            if old.is_file() and old.name not in wanted:
+                old.unlink()
+        for src in STATIC.iterdir():
+            if src.is_file():
+                shutil.copyfile(src, assets / src.name)
+        _write_atomic(assets / "zarr.json", json.dumps(EMPTY_GROUP, indent=2) + "\n")
+        index = root / "index.html"
+        _write_atomic(index, html)
+    except OSError as e:
+        raise ViewerError(f"cannot write the viewer into {root}: {e.strerror or e}") from None
+    return index

@@ -1,0 +1,315 @@
+// The page: reads the inlined run description, builds every section, and shows one step at a
+// time. Showing a step fetches one chunk per array that an open section needs (collapsed
+// sections fetch nothing), draws every open panel, then marks the page root
+// data-step / data-ready="true" and prefetches the neighbouring steps.
+import { ChunkStore, Cancelled, PRIO, locate } from "./data.js";
+import { Panel } from "./panels.js";
+import { h } from "./plots.js";
+import { formatValue } from "./stats.js";
+import { MetricsTable } from "./table.js";
+import { Timeline } from "./timeline.js";
+import { chunkIndex } from "./zarr.js";
+
+const root = document.documentElement;
+const $ = (sel) => document.querySelector(sel);
+
+function makePage(raw) {
+  const page = {
+    run: raw.run,
+    arrays: raw.arrays,
+    keys: raw.keys,
+    keyByValue: Object.fromEntries(raw.keys.map((k) => [k.value, k])),
+    layout: { sections: raw.sections, metrics: raw.metrics, timeline: raw.timeline, timelineHeatmap: raw.timeline_heatmap },
+    full: null,
+    nonfinite: null,
+    loss: null,
+    deadRow: null,
+  };
+  const sizes = {};
+  for (const meta of Object.values(page.arrays)) meta.dims.forEach((d, i) => { if (i > 0 && !(d in sizes)) sizes[d] = meta.shape[i]; });
+  page.dimSize = (name) => sizes[name];
+  page.available = (key) => Boolean(page.arrays[`tensors/${key}`] || page.arrays[`summary/${key}`]);
+  page.isDead = (i) => Boolean(page.deadRow && page.deadRow[i] < page.run.dead_win_rate);
+  page.missingSummary = (name) => (page.run.bcl ? `${name} is not in this recording` : `not recorded: the ${page.run.condition} condition has no BCL`);
+  page.nearestFull = (step) => {
+    let before = null, after = null;
+    for (let s = step - 1; s >= 0; s--) if (page.full[s]) { before = s; break; }
+    for (let s = step + 1; s < page.run.steps; s++) if (page.full[s]) { after = s; break; }
+    return [before, after];
+  };
+  Object.defineProperty(page, "fullNote", {
+    get() {
+      const p = page.run.policy || {};
+      return p.full_every ? `full tensors every ${p.full_every} steps` : "full tensors only for some steps";
+    },
+  });
+  return page;
+}
+
+/** A section of step panels: a <details> that may be collapsed, and a line for "nothing here". */
+class Section {
+  constructor(spec, page) {
+    this.id = spec.id;
+    this.details = document.querySelector(`[data-section="${spec.id}"]`);
+    const box = this.details.querySelector(".panels");
+    this.note = h("p", { class: "missing section-note", hidden: true });
+    box.before(this.note);
+    this.panels = [];
+    this.fixed = [];  // panels whose keys this recording lacks altogether
+    for (const p of spec.panels) {
+      const lacking = [p.key, ...p.with].find((k) => !page.available(k));
+      if (lacking) {
+        const panel = { spec: p, reason: locate(page, lacking, 0).missing, el: h("p", { class: "missing" }) };
+        panel.el.textContent = `${p.key}: ${panel.reason}`;
+        box.append(panel.el);
+        this.fixed.push(panel);
+      } else {
+        this.panels.push(new Panel(box, p, page));
+      }
+    }
+    this.drawnStep = null;
+    if (!this.panels.length && this.fixed.length) this.collapseNotes(this.fixed.map((p) => p.reason));
+  }
+
+  get open() { return this.details.open; }
+
+  /** One line for the section when every panel lacks data for the same reason. */
+  collapseNotes(reasons) {
+    const same = reasons.length > 0 && reasons.every((r) => r && r === reasons[0]);
+    this.note.hidden = !same;
+    if (same) this.note.textContent = reasons[0];
+    for (const p of this.fixed) p.el.hidden = same;
+    for (const p of this.panels) p.el.hidden = same;
+  }
+}
+
+class Viewer {
+  constructor(page, store) {
+    this.page = page;
+    this.store = store;
+    this.steps = page.run.steps;
+    this.step = 0;
+    this.token = 0;
+    this.playing = false;
+    this.sections = page.layout.sections.map((s) => new Section(s, page));
+    this.timelineBox = $('[data-section="timeline"]');
+    this.timeline = new Timeline($("#timeline"), page, (s) => this.go(s));
+    this.metricsBox = $('[data-section="metrics"]');
+    const n = page.dimSize("feature") || 0;
+    const columns = page.layout.metrics;
+    this.table = new MetricsTable($("#metrics"), { columns, n, isDead: page.isDead });
+    this.lastMs = null;
+  }
+
+  /** What showing `step` takes: per panel, its arrays or why it has none. */
+  plan(step) {
+    const page = this.page;
+    const arrays = new Map();  // key value -> array name
+    const use = (key) => {
+      const where = locate(page, key, step);
+      if (where.array) arrays.set(key, where.array);
+      return where;
+    };
+    const items = [];
+    if (page.arrays["summary/win_rate"] || page.arrays["tensors/win_rate"]) use("win_rate");  // dead features
+    for (const section of this.sections) {
+      if (!section.open) continue;
+      for (const panel of section.panels) {
+        const missing = panel.keys.map(use).find((w) => w.missing);
+        for (const k of panel.optional) use(k);
+        items.push({ section, panel, missing: missing && missing.missing });
+      }
+    }
+    let metrics = null;
+    if (this.metricsBox.open) metrics = page.layout.metrics.map((k) => [k, use(k)]);
+    return { arrays, items, metrics };
+  }
+
+  chunkSet(step) {
+    const out = new Set();
+    if (step < 0 || step >= this.steps) return out;
+    for (const array of this.plan(step).arrays.values()) out.add(`${array}#${chunkIndex(this.page.arrays[array], step)}`);
+    return out;
+  }
+
+  clamp(step) {
+    return Math.max(0, Math.min(this.steps - 1, Math.round(Number(step) || 0)));
+  }
+
+  /** Show a step; resolves once it is drawn (or another step superseded it). */
+  async go(step) {
+    if (!this.steps) return;
+    step = this.clamp(step);
+    const token = ++this.token;
+    const t0 = performance.now();
+    this.step = step;
+    root.dataset.ready = "false";
+    this.toolbar(step);
+    const plan = this.plan(step);
+    const keep = new Set([...this.chunkSet(step), ...this.chunkSet(step + 1), ...this.chunkSet(step - 1)]);
+    this.store.cancelUnless((array, index) => keep.has(`${array}#${index}`));
+    const names = [...new Set(plan.arrays.values())];
+    const jobs = names.map((a) => this.store.row(a, step, PRIO.now));
+    const timeline = this.timelineBox.open ? this.timeline.load(this.store) : null;
+    let rows;
+    try {
+      [rows] = await Promise.all([Promise.all(jobs), timeline, this.basics]);
+    } catch (err) {
+      if (token !== this.token || err instanceof Cancelled) return;
+      this.fail(err);
+      return;
+    }
+    if (token !== this.token) return;
+    const t1 = performance.now();
+    const byArray = Object.fromEntries(names.map((a, i) => [a, rows[i]]));
+    const values = {};
+    for (const [key, array] of plan.arrays) values[key] = byArray[array];
+    this.page.deadRow = values.win_rate || null;
+    const reasons = new Map();
+    for (const { section, panel, missing } of plan.items) {
+      if (missing) panel.missing(missing); else panel.draw(values, step);
+      if (!reasons.has(section)) reasons.set(section, []);
+      reasons.get(section).push(missing || null);
+    }
+    for (const [section, rs] of reasons) {
+      section.collapseNotes([...rs, ...section.fixed.map((p) => p.reason)]);
+      section.drawnStep = step;
+    }
+    if (plan.metrics) {
+      this.table.draw(Object.fromEntries(plan.metrics.map(([k, w]) => [k, w.missing || values[k]])));
+      this.metricsDrawn = step;
+    }
+    this.timeline.mark(step);
+    this.lastMs = performance.now() - t0;
+    this.timing = { data: t1 - t0, draw: performance.now() - t1, chunks: names.length };
+    root.dataset.step = String(step);
+    root.dataset.ready = "true";
+    $("#status").textContent = `step ${step} drawn in ${Math.round(this.lastMs)} ms`;
+    this.prefetch(step);
+  }
+
+  prefetch(step) {
+    const ahead = this.playing ? [1, 2, 3] : [1, -1];
+    for (const d of ahead) {
+      const s = step + d;
+      if (s < 0 || s >= this.steps) continue;
+      for (const array of new Set(this.plan(s).arrays.values())) {
+        this.store.chunk(array, chunkIndex(this.page.arrays[array], s), PRIO.prefetch).catch(() => {});
+      }
+    }
+  }
+
+  fail(err) {
+    console.error(err);
+    $("#status").textContent = `could not load step ${this.step}: ${err.message}`;
+    $("#status").classList.add("error");
+  }
+
+  toolbar(step) {
+    const page = this.page;
+    $("#step-input").value = String(step);
+    $("#step-slider").value = String(step);
+    const hash = `#step=${step}`;
+    if (location.hash !== hash) history.replaceState(null, "", hash);
+    $("#loss-reading").textContent = page.loss ? `loss ${formatValue(page.loss[step])}` : "";
+    const flags = [];
+    if (page.nonfinite && page.nonfinite[step] > 0) {
+      flags.push(h("span", { class: "flag warn", title: "NaN or Inf values in this step's tensors; they are drawn magenta" },
+        `⚠ ${page.nonfinite[step]} non-finite`));
+    }
+    if (page.full && !page.full[step]) {
+      const [before, after] = page.nearestFull(step);
+      const links = [before, after].filter((s) => s !== null).map((s) => h("a", { href: `#step=${s}`, text: String(s) }));
+      flags.push(h("span", { class: "flag info", title: page.fullNote }, "summaries only",
+        links.length ? " · full: " : "", ...links.flatMap((a, i) => (i ? [" ", a] : [a]))));
+    }
+    $("#flags").replaceChildren(...flags);
+    root.dataset.nonfinite = page.nonfinite ? String(page.nonfinite[step]) : "0";
+  }
+
+  async play() {
+    this.playing = !this.playing;
+    const button = $('[data-act="play"]');
+    button.textContent = this.playing ? "pause" : "play";
+    button.setAttribute("aria-pressed", String(this.playing));
+    while (this.playing && this.step < this.steps - 1) {
+      const t0 = performance.now();
+      await this.go(this.step + 1);
+      const wait = 1000 / Number($("#speed").value) - (performance.now() - t0);
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    }
+    if (this.playing) this.play();  // reached the end: back to "play"
+  }
+
+  wire() {
+    const input = $("#step-input");
+    input.addEventListener("change", () => this.go(input.value));
+    input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") this.go(input.value); });
+    $("#step-slider").addEventListener("input", (ev) => this.go(ev.target.value));
+    $('[data-act="prev"]').addEventListener("click", () => this.go(this.step - 1));
+    $('[data-act="next"]').addEventListener("click", () => this.go(this.step + 1));
+    $('[data-act="play"]').addEventListener("click", () => this.play());
+    window.addEventListener("hashchange", () => {
+      const s = stepFromHash();
+      if (s !== null && s !== this.step) this.go(s);
+    });
+    document.addEventListener("keydown", (ev) => {
+      if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+      const tag = ev.target && ev.target.tagName;
+      if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") return;
+      const big = ev.shiftKey ? 10 : 1;
+      const moves = { ArrowLeft: -big, ArrowRight: big };
+      if (ev.key in moves) this.go(this.step + moves[ev.key]);
+      else if (ev.key === "Home") this.go(0);
+      else if (ev.key === "End") this.go(this.steps - 1);
+      else return;
+      ev.preventDefault();
+    });
+    const refresh = (details, drawn) => details.addEventListener("toggle", () => {
+      if (details.open && drawn() !== this.step) this.go(this.step);
+    });
+    for (const s of this.sections) refresh(s.details, () => s.drawnStep);
+    refresh(this.metricsBox, () => this.metricsDrawn);
+    refresh(this.timelineBox, () => (this.timeline.ready ? this.step : null));
+  }
+
+  /** basics: the promise of the per-step flags and loss the toolbar shows (see main). */
+  async start(basics) {
+    this.wire();
+    const s = stepFromHash();
+    const first = s === null ? 0 : this.clamp(s);
+    // with every step fully captured the first step needs no flags to plan: load both at once
+    if (!this.page.run.all_full) await basics;
+    this.basics = basics.then(() => this.toolbar(this.step));
+    await this.go(first);
+    performance.mark("acc:ready");
+  }
+}
+
+function stepFromHash() {
+  const m = /(?:^#|&)step=(\d+)/.exec(location.hash);
+  return m ? Number(m[1]) : null;
+}
+
+function main() {
+  const raw = JSON.parse(document.getElementById("acc-data").textContent);
+  const page = makePage(raw);
+  $("#boot-note").hidden = true;
+  if (!page.run.steps) {
+    $("#status").textContent = "this recording has no completed steps yet";
+    root.dataset.ready = "true";
+    return;
+  }
+  performance.mark("acc:start");
+  // start the worker and the first requests before building the page
+  const store = new ChunkStore(page.arrays, document.baseURI);
+  const names = { full_capture: "full", nonfinite: "nonfinite", loss: "loss" };
+  const basics = Promise.all(Object.entries(names).filter(([n]) => page.arrays[`summary/${n}`])
+    .map(([n, field]) => store.series(`summary/${n}`, page.run.steps).then((v) => { page[field] = v; })));
+  const viewer = new Viewer(page, store);
+  performance.mark("acc:built");
+  window.accViewer = viewer;  // for the console: accViewer.go(17), accViewer.lastMs
+  viewer.start(basics).catch((err) => viewer.fail(err));
+}
+
+main();

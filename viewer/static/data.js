@@ -1,0 +1,171 @@
+// The page's data source: chunks fetched and decoded by the worker, kept in a cache bounded in
+// bytes (least recently used out first; the timeline's summaries stay), and where each key of a
+// step comes from (a summary row, a tensor chunk, or nowhere, and why).
+import { chunkCount, chunkIndex, chunkPath, decodeChunk, fillChunk, rowLength } from "./zarr.js";
+
+export const PRIO = { now: 2, prefetch: 1 };
+
+export class Cancelled extends Error {}
+
+export class ChunkStore {
+  constructor(arrays, base, budgetBytes = 128e6) {
+    this.arrays = arrays;
+    this.entries = new Map();   // "array#index" -> entry
+    this.byId = new Map();
+    this.nextId = 1;
+    this.bytes = 0;
+    this.budget = budgetBytes;
+    this.clock = 0;
+    this.requests = 0;          // chunks requested (for the curious: window.accViewer.store)
+    this.base = base;
+    // A worker takes a while to start (100-200 ms on a small machine); until it says it is
+    // ready, the page fetches and decodes the first chunks itself.
+    this.workerReady = false;
+    this.worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+    this.worker.onmessage = (e) => (e.data.type === "ready" ? (this.workerReady = true) : this.onMessage(e.data));
+    this.worker.onerror = (e) => console.error("chunk worker failed:", e.message);
+    this.worker.postMessage({ type: "init", base, arrays });
+  }
+
+  /** The decoded chunk `index` of `array`: { data, missing }. */
+  chunk(array, index, prio = PRIO.now, pinned = false) {
+    const key = `${array}#${index}`;
+    let e = this.entries.get(key);
+    if (e) {
+      e.used = ++this.clock;
+      e.pinned ||= pinned;
+      if (!e.value) {
+        if (e.cancelling) e.cancelling = false;  // wanted again: resent if the worker dropped it
+        if (prio > e.prio) { e.prio = prio; this.worker.postMessage({ type: "bump", id: e.id, prio }); }
+      }
+      return e.promise;
+    }
+    e = { key, id: this.nextId++, array, index, prio, pinned, used: ++this.clock, value: null, bytes: 0, cancelling: false };
+    e.promise = new Promise((resolve, reject) => { e.resolve = resolve; e.reject = reject; });
+    e.promise.catch(() => {});  // a cancelled prefetch is nobody's error
+    this.entries.set(key, e);
+    this.byId.set(e.id, e);
+    this.send(e);
+    return e.promise;
+  }
+
+  send(e) {
+    this.requests++;
+    if (this.workerReady) {
+      this.worker.postMessage({ type: "get", id: e.id, array: e.array, index: e.index, prio: e.prio });
+    } else {
+      this.fetchHere(e);
+    }
+  }
+
+  /** What the worker does, on this thread (only while the worker starts). */
+  async fetchHere(e) {
+    const meta = this.arrays[e.array];
+    try {
+      const response = await fetch(new URL(chunkPath(meta, e.index), this.base));
+      if (response.status === 404) this.onMessage({ id: e.id, status: "missing", data: fillChunk(meta) });
+      else if (!response.ok) throw new Error(`${response.status} ${response.statusText} for ${chunkPath(meta, e.index)}`);
+      else this.onMessage({ id: e.id, status: "ok", data: await decodeChunk(response.body, meta) });
+    } catch (err) {
+      this.onMessage({ id: e.id, status: "error", message: String((err && err.message) || err) });
+    }
+  }
+
+  /** One step's slice of an array: a typed-array view of `rowLength` values. */
+  async row(array, step, prio = PRIO.now) {
+    const meta = this.arrays[array];
+    const { data } = await this.chunk(array, chunkIndex(meta, step), prio);
+    const n = rowLength(meta);
+    const at = (step % meta.chunks[0]) * n;
+    return data.subarray(at, at + n);
+  }
+
+  /** Steps [0, steps) of an array as one typed array (kept in the cache for good). */
+  async series(array, steps) {
+    const meta = this.arrays[array];
+    const n = rowLength(meta);
+    const parts = await Promise.all(Array.from({ length: chunkCount(meta, steps) }, (_, i) => this.chunk(array, i, PRIO.now, true)));
+    if (parts.length === 1) return parts[0].data.subarray(0, steps * n);
+    const out = new parts[0].data.constructor(steps * n);
+    parts.forEach(({ data }, i) => {
+      const from = i * meta.chunks[0] * n;
+      out.set(data.subarray(0, Math.min(data.length, out.length - from)), from);
+    });
+    return out;
+  }
+
+  /** Whether the chunk holding `step` of `array` is decoded and cached. */
+  has(array, step) {
+    const e = this.entries.get(`${array}#${chunkIndex(this.arrays[array], step)}`);
+    return Boolean(e && e.value);
+  }
+
+  /** Ask the worker to drop queued requests that `keep(array, index)` no longer wants. */
+  cancelUnless(keep) {
+    const ids = [];
+    for (const e of this.entries.values()) {
+      if (!e.value && !e.pinned && !e.cancelling && !keep(e.array, e.index)) { e.cancelling = true; ids.push(e.id); }
+    }
+    if (ids.length) this.worker.postMessage({ type: "cancel", ids });
+  }
+
+  onMessage(m) {
+    const e = this.byId.get(m.id);
+    if (!e) return;
+    if (m.status === "cancelled") {
+      if (!e.cancelling) { this.send(e); return; }  // wanted again in the meantime
+      this.forget(e);
+      e.reject(new Cancelled(e.key));
+      return;
+    }
+    this.byId.delete(m.id);
+    if (m.status === "error") {
+      this.entries.delete(e.key);
+      e.reject(new Error(m.message));
+      return;
+    }
+    e.value = { data: m.data, missing: m.status === "missing" };
+    e.bytes = m.data.byteLength;
+    this.bytes += e.bytes;
+    e.resolve(e.value);
+    this.evict();
+  }
+
+  forget(e) {
+    this.entries.delete(e.key);
+    this.byId.delete(e.id);
+    this.bytes -= e.bytes;
+  }
+
+  evict() {
+    while (this.bytes > this.budget) {
+      let victim = null;
+      for (const e of this.entries.values()) {
+        if (e.value && !e.pinned && (!victim || e.used < victim.used)) victim = e;
+      }
+      if (!victim) return;
+      this.forget(victim);
+    }
+  }
+}
+
+/**
+ * Where a key's values for one step come from: { array } (a summary kept for every step, or the
+ * tensor chunk) or { missing: "why, in one line" }.
+ */
+export function locate(page, key, step) {
+  const k = page.keyByValue[key];
+  const dims = k ? ["step", ...k.dims] : null;
+  const summary = page.arrays[`summary/${key}`];
+  if (summary && dims && summary.dims.join() === dims.join()) return { array: `summary/${key}` };
+  const tensor = page.arrays[`tensors/${key}`];
+  if (tensor) {
+    if (page.full && !page.full[step]) return { missing: `step ${step} kept summaries only (${page.fullNote})` };
+    return { array: `tensors/${key}` };
+  }
+  if (!page.run.keys.includes(key)) {
+    if (k && k.bcl && !page.run.bcl) return { missing: `not recorded: the ${page.run.condition} condition has no BCL` };
+    return { missing: "not recorded in this run (its --keys left it out)" };
+  }
+  return { missing: "stored in a form this viewer cannot read" };
+}

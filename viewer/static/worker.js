@@ -1,0 +1,71 @@
+// Fetches and decodes chunks off the main thread, at most MAX_IN_FLIGHT at a time, the most
+// urgent first (the step on screen before prefetched neighbours; the newest request first).
+// Decoded buffers are transferred back, not copied.
+import { chunkPath, decodeChunk, fillChunk } from "./zarr.js";
+
+const MAX_IN_FLIGHT = 6;
+let base = null;
+let arrays = {};
+const queue = [];        // waiting tasks
+let inFlight = 0;
+let seq = 0;
+
+self.onmessage = (e) => {
+  const m = e.data;
+  if (m.type === "init") {
+    base = m.base;
+    arrays = m.arrays;
+    self.postMessage({ type: "ready" });
+  } else if (m.type === "get") {
+    queue.push({ ...m, seq: seq++ });
+    pump();
+  } else if (m.type === "cancel") {
+    const ids = new Set(m.ids);
+    for (let i = queue.length - 1; i >= 0; i--) {
+      if (ids.has(queue[i].id)) {
+        self.postMessage({ id: queue[i].id, status: "cancelled" });
+        queue.splice(i, 1);
+      }
+    }
+  } else if (m.type === "bump") {
+    const task = queue.find((t) => t.id === m.id);
+    if (task && m.prio > task.prio) { task.prio = m.prio; task.seq = seq++; }
+  }
+};
+
+function next() {
+  let best = 0;
+  for (let i = 1; i < queue.length; i++) {
+    const a = queue[i], b = queue[best];
+    if (a.prio > b.prio || (a.prio === b.prio && a.seq > b.seq)) best = i;
+  }
+  return queue.splice(best, 1)[0];
+}
+
+function pump() {
+  while (inFlight < MAX_IN_FLIGHT && queue.length) {
+    const task = next();
+    inFlight++;
+    run(task).finally(() => { inFlight--; pump(); });
+  }
+}
+
+async function run(task) {
+  const meta = arrays[task.array];
+  try {
+    if (!meta) throw new Error(`unknown array ${task.array}`);
+    const response = await fetch(new URL(chunkPath(meta, task.index), base));
+    let data, status = "ok";
+    if (response.status === 404) {          // an unwritten chunk reads as the fill value
+      data = fillChunk(meta);
+      status = "missing";
+    } else if (!response.ok) {
+      throw new Error(`${response.status} ${response.statusText} for ${chunkPath(meta, task.index)}`);
+    } else {
+      data = await decodeChunk(response.body, meta);
+    }
+    self.postMessage({ id: task.id, status, data }, [data.buffer]);
+  } catch (err) {
+    self.postMessage({ id: task.id, status: "error", message: String(err && err.message || err) });
+  }
+}
