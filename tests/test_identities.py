@@ -365,27 +365,6 @@ def test_neighbors_are_other_features_fixed_between_recomputations(bcl):
         assert (cos[d, nbr[0, d]] >= cos[d, order[d, K - 1]] - 1e-6).all()
 
 
-def test_neighbors_recomputed_at_call_50(tmp_path):
-    """Over 52 steps the neighbours change at step 50 (and only there) to step 50's top-k."""
-    from conftest import acc
-
-    path = tmp_path / "r"
-    acc("run", "--steps", "52", "--out", str(path), "--keys", "neighbors,encoder_weights", "--chunk-steps", "26",
-        "--som-lr", "0.01")
-    root = zarr.open_group(str(path), mode="r")
-    nbr = root["tensors/neighbors"][:]
-    w50 = root["tensors/encoder_weights"][50]
-    np.testing.assert_array_equal(nbr[:50], np.broadcast_to(nbr[0], (50, D, K)))
-    np.testing.assert_array_equal(nbr[50], nbr[51])
-    cos = cosine(w50)
-    np.fill_diagonal(cos, -np.inf)
-    order = np.argsort(-cos, axis=1)
-    for d in range(D):
-        if cos[d, order[d, K - 1]] - cos[d, order[d, K]] > 1e-6:
-            assert set(nbr[50, d]) == set(order[d, :K]), f"feature {d}"
-    assert not np.array_equal(nbr[50], nbr[0]), "the neighbourhoods were not recomputed at step 50"
-
-
 def test_novelty_and_blending_weights(bcl):
     t = bcl.t
     R = f64(t["rank_score"])

@@ -1,0 +1,387 @@
+"""The recorder end to end: determinism, crash consistency, capture policies, the reader API, info.
+
+Every recording here is made by the real CLI on real MNIST. The module's own recordings are made
+once, several at a time, by the `runs` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from capture import Recording, RecordingError
+from conftest import CLI, acc
+from test_cli_errors import fork_cli_chains
+
+B, D = 128, 64
+CONDITIONS = ("control", "bcl-slow", "bcl-med", "bcl-fast")
+
+
+def read_all(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a recording (tensors/ and summary/), trusted steps only, read with plain zarr."""
+    root = zarr.open_group(str(path), mode="r")
+    T = root.attrs["acc_capture"]["steps_completed"]
+    out = {}
+    for group in ("tensors", "summary"):
+        for name, arr in root[group].arrays():
+            out[f"{group}/{name}"] = arr[:T]
+    return out
+
+
+def assert_same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray], steps: int | None = None,
+                       skip: tuple[str, ...] = ()) -> None:
+    """Bit-for-bit equality of every array (of the first `steps` steps, if given)."""
+    assert set(a) == set(b)
+    for name in sorted(a):
+        if name in skip:
+            continue
+        x, y = (a[name], b[name]) if steps is None else (a[name][:steps], b[name][:steps])
+        assert x.shape == y.shape and x.dtype == y.dtype, name
+        assert x.tobytes() == y.tobytes(), f"{name} differs"
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, bcl_rec) -> dict:
+    base = tmp_path_factory.mktemp("recorder")
+    cwd = base / "cwd"
+    cwd.mkdir()
+    p = {name: base / name for name in ("chunk1", "chunk_all", "every10", "full_steps", "keys", "loss100", "nbr52")}
+    chains = {
+        "loss100": [["run", "--steps", "100", "--keys", "loss", "--chunk-steps", "50", "--out", str(p["loss100"])]],
+        "chunk1": [["run", "--steps", "14", "--chunk-steps", "1", "--out", str(p["chunk1"])]],
+        "chunk_all": [["run", "--steps", "30", "--chunk-steps", "30", "--out", str(p["chunk_all"])]],
+        "every10": [["run", "--steps", "30", "--full-every", "10", "--out", str(p["every10"])]],
+        # default --out, in a fresh working directory: recordings/run1 (seed 1), then recordings/run2 (seed 0)
+        "cwd": [["run", "--steps", "2", "--seed", "1"], ["run", "--steps", "2"]],
+        "full_steps": [["run", "--steps", "10", "--full-steps", "0-3,8", "--out", str(p["full_steps"])]],
+        "keys": [["run", "--steps", "10", "--keys", "loss,rank_score", "--out", str(p["keys"])]],
+        "nbr52": [["run", "--steps", "52", "--keys", "neighbors,encoder_weights", "--chunk-steps", "26",
+                   "--out", str(p["nbr52"])]],
+        "info_json": [["info", str(bcl_rec), "--json"]],
+        "conditions": [["conditions"]],
+    }
+    done = fork_cli_chains({name: [(args, cwd) for args in calls] for name, calls in chains.items()}, base / "logs")
+    for name, procs in done.items():
+        for proc in procs:
+            assert proc.returncode == 0, f"{' '.join(proc.args)} failed:\n{proc.stderr}"
+    p["cwd"] = cwd
+    p["cwd_stdout"] = [proc.stdout for proc in done["cwd"]]
+    p["info_json"], p["conditions"] = done["info_json"][0].stdout, done["conditions"][0].stdout
+    return p
+
+
+# -- determinism ----------------------------------------------------------------------------------
+
+
+def test_recording_does_not_depend_on_chunk_steps(runs, bcl_rec):
+    """Seed 0 written 7 steps at a time (the fixture), 30 at once, or one by one: every array bit for bit."""
+    ref = read_all(bcl_rec)
+    assert Recording.open(runs["chunk_all"]).status == "complete"
+    assert_same_arrays(read_all(runs["chunk_all"]), ref)
+    one_by_one = read_all(runs["chunk1"])  # (14 steps: the first two 7-step chunks of the fixture)
+    assert one_by_one["summary/loss"].shape == (14,)
+    assert_same_arrays(one_by_one, ref, steps=14)
+
+
+def test_same_seed_same_arrays_whatever_the_length(runs, bcl_rec):
+    """A 2-step run with seed 0 is bit for bit the first 2 steps of the 30-step run."""
+    short, long = read_all(runs["cwd"] / "recordings" / "run2"), read_all(bcl_rec)
+    assert_same_arrays(short, long, steps=2)
+
+
+def test_different_seed_different_arrays(runs, bcl_rec):
+    a, b = read_all(runs["cwd"] / "recordings" / "run1"), read_all(bcl_rec)
+    assert zarr.open_group(str(runs["cwd"] / "recordings" / "run1"), mode="r").attrs["acc_capture"]["seed"] == 1
+    for name in ("tensors/batch_images", "tensors/batch_labels", "tensors/encoder_weights", "tensors/rank_score",
+                 "tensors/grad_masked", "summary/loss"):
+        assert not np.array_equal(a[name][:2], b[name][:2]), f"{name} is the same with seed 1 and seed 0"
+
+
+def test_default_out_is_the_next_free_run(runs):
+    recs = runs["cwd"] / "recordings"
+    assert sorted(p.name for p in recs.iterdir()) == ["run1", "run2"]
+    for n, stdout in enumerate(runs["cwd_stdout"], start=1):
+        assert f"recordings/run{n}" in stdout
+        rec = Recording.open(recs / f"run{n}")
+        assert rec.steps == 2 and rec.status == "complete" and rec.condition == "bcl-slow"
+
+
+# -- loss -----------------------------------------------------------------------------------------
+
+
+def test_loss_starts_near_047_and_falls(runs):
+    root = zarr.open_group(str(runs["loss100"]), mode="r")
+    assert root.attrs["acc_capture"]["keys"] == ["loss"]
+    assert sorted(name for name, _ in root["tensors"].arrays()) == ["loss"]
+    loss = root["summary/loss"][:]
+    assert loss.shape == (100,)
+    np.testing.assert_array_equal(loss, root["tensors/loss"][:])
+    assert abs(float(loss[0]) - 0.47) < 0.01, loss[0]
+    assert np.isfinite(loss).all()
+    first, last = loss[:10].mean(), loss[-10:].mean()
+    assert last < 0.6 * first, (first, last)
+
+
+# -- neighbourhoods ------------------------------------------------------------------------------
+
+
+def test_neighbors_recomputed_at_call_50(runs):
+    """Over 52 steps the neighbours are fixed until step 50, then step 50's top-8 cosine neighbours."""
+    root = zarr.open_group(str(runs["nbr52"]), mode="r")
+    nbr = root["tensors/neighbors"][:]
+    w = root["tensors/encoder_weights"][:].astype(np.float64)
+    np.testing.assert_array_equal(nbr[:50], np.broadcast_to(nbr[0], (50, D, 8)))
+    np.testing.assert_array_equal(nbr[50], nbr[51])
+    assert not np.array_equal(nbr[50], nbr[0]), "the neighbourhoods were not recomputed at step 50"
+    for t in (0, 50):
+        unit = w[t] / np.linalg.norm(w[t], axis=1, keepdims=True)
+        cos = unit @ unit.T
+        np.fill_diagonal(cos, -np.inf)
+        order = np.argsort(-cos, axis=1)
+        for d in range(D):
+            if cos[d, order[d, 7]] - cos[d, order[d, 8]] > 1e-6:  # (a tie at the 8th place may go either way)
+                assert set(nbr[t, d]) == set(order[d, :8]), f"step {t}, feature {d}"
+
+
+# -- policies -------------------------------------------------------------------------------------
+
+
+def _unwritten_reads_as_fill(arr: np.ndarray) -> bool:
+    return bool((arr == -1).all()) if arr.dtype.kind == "i" else bool(np.isnan(arr).all())
+
+
+def test_full_every_10(runs, bcl_rec):
+    path = runs["every10"]
+    root = zarr.open_group(str(path), mode="r")
+    meta = root.attrs["acc_capture"]
+    assert meta["policy"]["full_every"] == 10
+    full = np.arange(30) % 10 == 0
+    np.testing.assert_array_equal(root["summary/full_capture"][:], full)
+    mine, ref = read_all(path), read_all(bcl_rec)
+    # summaries exist for every step and do not depend on the policy
+    assert_same_arrays({k: v for k, v in mine.items() if k.startswith("summary/")},
+                       {k: v for k, v in ref.items() if k.startswith("summary/")}, skip=("summary/full_capture",))
+    assert all(np.isfinite(v).all() for k, v in mine.items() if k.startswith("summary/") and v.dtype.kind == "f")
+    tensors = [k for k in mine if k.startswith("tensors/")]
+    assert len(tensors) == 27
+    for name in tensors:
+        assert mine[name][full].tobytes() == ref[name][full].tobytes(), name
+        for t in np.flatnonzero(~full):
+            assert _unwritten_reads_as_fill(mine[name][t]), f"{name} step {t}"
+            assert not (path / "tensors" / name.split("/")[1] / "c" / str(t)).exists(), f"{name} step {t} has a chunk"
+    rec = Recording.open(path)
+    np.testing.assert_array_equal(rec.full_capture, full)
+    with pytest.raises(LookupError):
+        rec.step(3)
+    assert rec.step(20)["rank_score"].tobytes() == ref["tensors/rank_score"][20].tobytes()
+    # three of thirty steps: about a tenth of the disk of the full recording
+    ratio = tree_bytes(path / "tensors") / tree_bytes(bcl_rec / "tensors")
+    assert 0.05 < ratio < 0.2, ratio
+
+
+def test_full_steps_ranges(runs, bcl_rec):
+    path = runs["full_steps"]
+    root = zarr.open_group(str(path), mode="r")
+    assert root.attrs["acc_capture"]["policy"]["full_steps"] == [[0, 3], [8, 8]]
+    full = np.isin(np.arange(10), [0, 1, 2, 3, 8])
+    np.testing.assert_array_equal(root["summary/full_capture"][:], full)
+    mine, ref = read_all(path), read_all(bcl_rec)
+    for name in (k for k in mine if k.startswith("tensors/")):
+        assert mine[name][full].tobytes() == ref[name][:10][full].tobytes(), name
+        assert all(_unwritten_reads_as_fill(mine[name][t]) for t in np.flatnonzero(~full)), name
+    assert np.isfinite(mine["summary/loss"]).all() and mine["summary/win_rate"].shape == (10, D)
+
+
+def test_keys_policy_stores_only_those_arrays_but_every_summary(runs, bcl_rec):
+    path = runs["keys"]
+    root = zarr.open_group(str(path), mode="r")
+    assert sorted(root.attrs["acc_capture"]["keys"]) == ["loss", "rank_score"]
+    assert sorted(name for name, _ in root["tensors"].arrays()) == ["loss", "rank_score"]
+    mine, ref = read_all(path), read_all(bcl_rec)
+    assert set(k for k in mine if k.startswith("summary/")) == set(k for k in ref if k.startswith("summary/"))
+    for name in (k for k in mine if k.startswith("summary/")):
+        assert mine[name].shape[0] == 10
+        assert mine[name].tobytes() == ref[name][:10].tobytes(), f"{name} differs from the full recording's"
+    for name in ("tensors/loss", "tensors/rank_score"):
+        assert mine[name].tobytes() == ref[name][:10].tobytes(), name
+    rec = Recording.open(path)
+    assert rec.keys == ["loss", "rank_score"] or sorted(rec.keys) == ["loss", "rank_score"]
+    assert set(rec.step(4)) == {"loss", "rank_score"}
+
+
+# -- crash consistency ----------------------------------------------------------------------------
+
+# (steps_completed to wait for, extra seconds before the kill): kills land at different moments
+KILLS = [(1, 0.0), (6, 0.07), (16, 0.23)]
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory) -> list[dict]:
+    """Three `run --steps 400 --chunk-steps 5` processes, each SIGKILLed once it has published some steps."""
+    base = tmp_path_factory.mktemp("killed")
+    procs = []
+    for i, (threshold, delay) in enumerate(KILLS):
+        path = base / f"k{i}"
+        log = open(base / f"k{i}.log", "w")
+        proc = subprocess.Popen([*CLI, "run", "--steps", "400", "--chunk-steps", "5", "--out", str(path)],
+                                stdout=log, stderr=subprocess.STDOUT)
+        procs.append(dict(path=path, proc=proc, log=log, threshold=threshold, delay=delay, reached=None,
+                          parse_errors=0, seen=-1))
+    deadline = time.monotonic() + 300
+    try:
+        while any(p["proc"].returncode is None for p in procs):
+            assert time.monotonic() < deadline, "the runs never published their steps"
+            for p in procs:
+                if p["proc"].returncode is not None:
+                    continue
+                if p["proc"].poll() is not None:
+                    raise AssertionError(f"run exited before it was killed: {(p['path'].parent / (p['path'].name + '.log')).read_text()}")
+                try:
+                    doc = json.loads((p["path"] / "zarr.json").read_text())
+                except FileNotFoundError:
+                    continue
+                except json.JSONDecodeError:
+                    p["parse_errors"] += 1  # a reader saw a half-written zarr.json
+                    continue
+                meta = doc.get("attributes", {}).get("acc_capture")
+                if meta is None:  # (the group exists, its attributes come next)
+                    continue
+                done = meta["steps_completed"]
+                p["seen"] = max(p["seen"], done)
+                if done >= p["threshold"] and p["reached"] is None:
+                    p["reached"] = time.monotonic()
+                if p["reached"] is not None and time.monotonic() >= p["reached"] + p["delay"]:
+                    os.kill(p["proc"].pid, signal.SIGKILL)
+                    p["proc"].wait()
+            time.sleep(0.005)
+    finally:
+        for p in procs:
+            if p["proc"].returncode is None:
+                os.kill(p["proc"].pid, signal.SIGKILL)
+                p["proc"].wait()
+            p["log"].close()
+    for p in procs:
+        assert p["proc"].returncode == -signal.SIGKILL
+    return procs
+
+
+@pytest.mark.parametrize("which", range(len(KILLS)))
+def test_killed_run_keeps_every_completed_step(killed, bcl_rec, which, tmp_path):
+    k = killed[which]
+    path = k["path"]
+    assert k["parse_errors"] == 0, "the root zarr.json was read half-written"
+    root = zarr.open_group(str(path), mode="r")
+    meta = root.attrs["acc_capture"]
+    done = meta["steps_completed"]
+    assert k["threshold"] <= done < 400
+    assert done >= k["seen"], "steps_completed went backwards"
+    assert meta["status"] == "recording"  # (the writer was killed outright)
+    mine = read_all(path)
+    for name, arr in mine.items():
+        assert arr.shape[0] == done
+        if arr.dtype.kind == "f":
+            assert not np.isnan(arr).any(), f"{name}: a completed step reads as the fill value"
+        elif arr.dtype.kind == "i" and name.startswith("tensors/"):
+            assert not (arr == -1).any(), f"{name}: a completed step reads as the fill value"
+    assert mine["summary/full_capture"].all()
+    if done <= 30:
+        ref = read_all(bcl_rec)
+    else:
+        acc("run", "--steps", str(done), "--out", str(tmp_path / "ref"))
+        ref = read_all(tmp_path / "ref")
+    assert_same_arrays(mine, ref, steps=done)
+
+
+@pytest.mark.parametrize("which", range(len(KILLS)))
+def test_killed_run_reads_as_interrupted(killed, which):
+    k = killed[which]
+    rec = Recording.open(k["path"])
+    assert rec.status == "interrupted"
+    assert rec.steps == rec.meta["steps_completed"] >= k["threshold"]
+    assert rec.step(rec.steps - 1)["rank_score"].shape == (B, D)
+    with pytest.raises(IndexError):
+        rec.step(rec.steps)
+
+
+def test_info_on_a_killed_run(killed):
+    k = killed[-1]
+    info = acc("info", str(k["path"]), check=False)
+    assert info.returncode == 0, info.stderr
+    assert "Traceback" not in info.stdout + info.stderr
+    assert "interrupted" in info.stdout
+    steps = zarr.open_group(str(k["path"]), mode="r").attrs["acc_capture"]["steps_completed"]
+    assert f"{steps} completed" in info.stdout
+    assert "rank_score" in info.stdout and "[128, 64]" in info.stdout and "bcl-slow" in info.stdout
+
+
+# -- reader API, info, conditions -----------------------------------------------------------------
+
+
+def test_reader_api(bcl_rec):
+    rec = Recording.open(bcl_rec)
+    root = zarr.open_group(str(bcl_rec), mode="r")
+    assert rec.steps == 30
+    assert rec.status == "complete"
+    assert rec.condition == "bcl-slow"
+    assert rec.meta["note"] == "fixture" and rec.meta == root.attrs["acc_capture"]
+    assert list(rec.keys) == list(root.attrs["acc_capture"]["keys"]) and len(rec.keys) == 27
+    step = rec.step(17)
+    assert set(step) == set(rec.keys)
+    rank = step["rank_score"]
+    assert rank.shape == (B, D) and rank.dtype == np.float32
+    assert rank.tobytes() == root["tensors/rank_score"][17].tobytes()
+    assert step["neighbors"].dtype == np.int32 and step["neighbors"].shape == (D, 8)
+    loss = rec.summary("loss")
+    assert loss.shape == (30,) and loss.dtype == np.float32
+    np.testing.assert_array_equal(loss, root["summary/loss"][:])
+    assert rec.summary("win_rate").shape == (30, D)
+    assert rec.full_capture.all() and rec.full_capture.shape == (30,)
+    for bad in (30, 31, -1):
+        with pytest.raises(IndexError):
+            rec.step(bad)
+    with pytest.raises(KeyError):
+        rec.summary("no_such_summary")
+
+
+def test_reader_refuses_what_is_not_a_recording(tmp_path):
+    with pytest.raises(RecordingError):
+        Recording.open(tmp_path / "missing")
+    with pytest.raises(RecordingError):
+        Recording.open(tmp_path)
+
+
+def test_info_json(runs, bcl_rec):
+    d = json.loads(runs["info_json"])
+    assert d["steps_completed"] == 30
+    assert d["condition"] == "bcl-slow"
+    assert d["status"] == "complete"
+    assert d["note"] == "fixture" and d["seed"] == 0
+    assert len(d["keys"]) == 27
+    assert d["keys"]["rank_score"] == {"shape": [B, D], "dtype": "float32", "dims": ["image", "feature"]}
+    assert d["keys"]["encoder_weights"]["shape"] == [D, 784]
+    assert d["keys"]["batch_images"]["shape"] == [B, 1, 28, 28]
+    assert d["keys"]["loss"]["shape"] == []
+    assert d["keys"]["neighbors"] == {"shape": [D, 8], "dtype": "int32", "dims": ["feature", "neighbor"]}
+    assert d["keys"]["grad_cosine_matrix"]["dims"] == ["feature", "other_feature"]
+    assert 0 < d["size_bytes"] <= tree_bytes(bcl_rec)
+
+
+def test_conditions_lists_the_four(runs):
+    text = runs["conditions"]
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.split()}
+    for name, som_lr in zip(CONDITIONS, ("-", "0.001", "0.005", "0.01")):
+        assert name in rows, f"{name} missing:\n{text}"
+        assert rows[name][1] == som_lr, rows[name]
