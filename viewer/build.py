@@ -104,6 +104,7 @@ def page_data(rec: Recording) -> dict:
         "metrics": layout.metric_columns(),
         "timeline": [c.to_json() for c in layout.TIMELINE],
         "timeline_heatmap": layout.TIMELINE_HEATMAP,
+        "names": layout.NAMES,
     }
 
 

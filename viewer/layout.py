@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from acc.step_inspector import StepTensorKey as K
+from capture import format as fmt
 
 
 @dataclass(frozen=True)
@@ -111,14 +112,18 @@ class Chart:
     series: tuple[str, ...]            # summary names
     log: bool = False
     labels: tuple[str, ...] = field(default=())
+    ticks: bool = False                # mark steps without full tensors and steps with non-finite values
 
     def to_json(self) -> dict:
         return {"id": self.id, "title": self.title, "series": list(self.series), "log": self.log,
-                "labels": list(self.labels or self.series)}
+                "labels": list(self.labels or self.series), "ticks": self.ticks}
 
+
+# summaries the toolbar reads for every step, and the key that says a feature is dead
+NAMES = {"full": fmt.FULL_CAPTURE, "nonfinite": "nonfinite", "lossSeries": K.LOSS.value, "dead": K.WIN_RATE.value}
 
 TIMELINE = (
-    Chart("loss", "loss (L1) — click to jump", ("loss",)),
+    Chart("loss", "loss (L1) — click to jump", ("loss",), ticks=True),
     Chart("dead", "dead features (win_rate < threshold)", ("dead_features",)),
     Chart("offdiag", "mean off-diagonal cosine", ("weight_cosine_offdiag", "som_target_cosine_offdiag", "grad_cosine_offdiag"),
           labels=("weights", "SOM targets", "masked gradients")),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import sys
 import threading
 import webbrowser
 from functools import partial
@@ -94,6 +95,11 @@ class RecordingHandler(SimpleHTTPRequestHandler):
 
 class RecordingServer(ThreadingHTTPServer):
     daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up mid-answer (a browser dropping a prefetch) is no error worth a trace."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
     @property
     def url(self) -> str:

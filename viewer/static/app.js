@@ -20,9 +20,10 @@ function makePage(raw) {
     keys: raw.keys,
     keyByValue: Object.fromEntries(raw.keys.map((k) => [k.value, k])),
     layout: { sections: raw.sections, metrics: raw.metrics, timeline: raw.timeline, timelineHeatmap: raw.timeline_heatmap },
+    names: raw.names,
     full: null,
     nonfinite: null,
-    loss: null,
+    lossSeries: null,
     deadRow: null,
   };
   const sizes = {};
@@ -111,7 +112,7 @@ class Viewer {
       return where;
     };
     const items = [];
-    if (page.arrays["summary/win_rate"] || page.arrays["tensors/win_rate"]) use("win_rate");  // dead features
+    if (page.available(page.names.dead)) use(page.names.dead);  // which features are dead
     for (const section of this.sections) {
       if (!section.open) continue;
       for (const panel of section.panels) {
@@ -164,7 +165,7 @@ class Viewer {
     const byArray = Object.fromEntries(names.map((a, i) => [a, rows[i]]));
     const values = {};
     for (const [key, array] of plan.arrays) values[key] = byArray[array];
-    this.page.deadRow = values.win_rate || null;
+    this.page.deadRow = values[this.page.names.dead] || null;
     const reasons = new Map();
     for (const { section, panel, missing } of plan.items) {
       if (missing) panel.missing(missing); else panel.draw(values, step);
@@ -211,7 +212,7 @@ class Viewer {
     $("#step-slider").value = String(step);
     const hash = `#step=${step}`;
     if (location.hash !== hash) history.replaceState(null, "", hash);
-    $("#loss-reading").textContent = page.loss ? `loss ${formatValue(page.loss[step])}` : "";
+    $("#loss-reading").textContent = page.lossSeries ? `loss ${formatValue(page.lossSeries[step])}` : "";
     const flags = [];
     if (page.nonfinite && page.nonfinite[step] > 0) {
       flags.push(h("span", { class: "flag warn", title: "NaN or Inf values in this step's tensors; they are drawn magenta" },
@@ -303,9 +304,8 @@ function main() {
   performance.mark("acc:start");
   // start the worker and the first requests before building the page
   const store = new ChunkStore(page.arrays, document.baseURI);
-  const names = { full_capture: "full", nonfinite: "nonfinite", loss: "loss" };
-  const basics = Promise.all(Object.entries(names).filter(([n]) => page.arrays[`summary/${n}`])
-    .map(([n, field]) => store.series(`summary/${n}`, page.run.steps).then((v) => { page[field] = v; })));
+  const basics = Promise.all(["full", "nonfinite", "lossSeries"].filter((f) => page.arrays[`summary/${page.names[f]}`])
+    .map((f) => store.series(`summary/${page.names[f]}`, page.run.steps).then((v) => { page[f] = v; })));
   const viewer = new Viewer(page, store);
   performance.mark("acc:built");
   window.accViewer = viewer;  // for the console: accViewer.go(17), accViewer.lastMs

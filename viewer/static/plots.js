@@ -97,7 +97,7 @@ export class Heatmap {
     Object.assign(this, { rows, cols, cellW, cellH, map, label, onPick });
     this.w = cols * cellW;
     this.h = rows * cellH;
-    this.canvas = h("canvas", { class: "heatmap" + (onPick ? " pickable" : "") });
+    this.canvas = h("canvas", { class: "heatmap" + (onPick ? " pickable" : ""), "data-rows": rows, "data-cols": cols });
     this.ctx = sizeCanvas(this.canvas, this.w, this.h);
     this.bitmap = new Bitmap(cols, rows);
     parent.append(h("div", { class: "plot" }, this.canvas));

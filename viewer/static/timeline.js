@@ -40,7 +40,7 @@ export class Timeline {
       }
       const colors = lineColors(present.length);
       const ticks = [];
-      if (spec.id === "loss") {
+      if (spec.ticks) {
         if (page.full && page.full.some((f) => !f)) ticks.push({ color: "#888", data: page.full, label: "full tensors" });
         if (page.nonfinite && page.nonfinite.some((n) => n > 0)) ticks.push({ color: "#d62728", data: page.nonfinite, label: "non-finite" });
       }

@@ -1,0 +1,109 @@
+// The chunk reader against bytes made the way zarr-python writes them (gzip of little-endian values).
+import assert from "node:assert/strict";
+import test from "node:test";
+import { gzipSync } from "node:zlib";
+
+import {
+  chunkCount, chunkIndex, chunkKey, chunkLength, chunkPath, decodeChunk, fillChunk, fromBytes, parseFill, rowLength, swapBytes,
+} from "../../viewer/static/zarr.js";
+
+const meta = (over = {}) => ({
+  path: "tensors/strength", shape: [30, 4, 3], chunks: [1, 4, 3], dtype: "float32", dims: ["step", "image", "feature"],
+  fill: "NaN", codecs: ["bytes", "gzip"], endian: "little", encoding: "default", sep: "/", ...over,
+});
+
+function littleEndian(Type, values) {
+  const buf = Buffer.alloc(values.length * Type.BYTES_PER_ELEMENT);
+  values.forEach((v, i) => {
+    if (Type === Float32Array) buf.writeFloatLE(v, i * 4);
+    else if (Type === Int32Array) buf.writeInt32LE(v, i * 4);
+    else buf.writeUInt8(v, i);
+  });
+  return buf;
+}
+
+test("chunk keys follow the default encoding: c/<step>/0/...", () => {
+  assert.equal(chunkKey(meta(), 17), "c/17/0/0");
+  assert.equal(chunkPath(meta(), 17), "tensors/strength/c/17/0/0");
+  assert.equal(chunkKey(meta({ shape: [30], chunks: [1], dims: ["step"] }), 5), "c/5");
+  assert.equal(chunkKey(meta({ shape: [30, 1, 1, 28, 28].slice(0, 5), chunks: [1, 128, 1, 28, 28] }), 2), "c/2/0/0/0/0");
+  assert.equal(chunkKey(meta({ encoding: "v2", sep: "." }), 3), "3.0.0");
+});
+
+test("summaries: many steps per chunk, rows within a chunk", () => {
+  const m = meta({ path: "summary/win_rate", shape: [2500, 64], chunks: [1024, 64], dims: ["step", "feature"] });
+  assert.equal(chunkIndex(m, 0), 0);
+  assert.equal(chunkIndex(m, 1023), 0);
+  assert.equal(chunkIndex(m, 1024), 1);
+  assert.equal(chunkCount(m, 2500), 3);
+  assert.equal(chunkCount(m, 1024), 1);
+  assert.equal(rowLength(m), 64);
+  assert.equal(chunkLength(m), 1024 * 64);
+  assert.equal(chunkPath(m, 2), "summary/win_rate/c/2/0");
+});
+
+test("fill values as zarr.json writes them", () => {
+  assert.ok(Number.isNaN(parseFill("NaN", "float32")));
+  assert.equal(parseFill("Infinity", "float32"), Infinity);
+  assert.equal(parseFill("-Infinity", "float32"), -Infinity);
+  assert.equal(parseFill(-1, "int32"), -1);
+  assert.equal(parseFill(0.5, "float32"), 0.5);
+  assert.equal(parseFill(false, "bool"), 0);
+  assert.equal(parseFill(true, "bool"), 1);
+  assert.ok(Number.isNaN(parseFill("0x7fc00000", "float32")));
+  assert.equal(parseFill("0x3f800000", "float32"), 1);
+  assert.throws(() => parseFill("bogus", "float32"));
+});
+
+test("a missing chunk reads as the fill value: NaN, -1, false", () => {
+  const f = fillChunk(meta());
+  assert.ok(f instanceof Float32Array);
+  assert.equal(f.length, 12);
+  assert.ok(f.every(Number.isNaN));
+  const i = fillChunk(meta({ dtype: "int32", fill: -1, shape: [30, 64, 8], chunks: [1, 64, 8] }));
+  assert.ok(i instanceof Int32Array);
+  assert.ok(i.every((v) => v === -1));
+  const b = fillChunk(meta({ dtype: "bool", fill: false, shape: [30], chunks: [1024] }));
+  assert.ok(b instanceof Uint8Array);
+  assert.equal(b.length, 1024);
+  assert.ok(b.every((v) => v === 0));
+});
+
+test("decode float32: gzip then little-endian bytes", async () => {
+  const values = [0, 1.5, -2.25, NaN, Infinity, -Infinity, 3.4028234663852886e38, 1e-40, 7, 8, 9, 10];
+  const out = await decodeChunk(gzipSync(littleEndian(Float32Array, values), { level: 1 }), meta());
+  assert.ok(out instanceof Float32Array);
+  assert.deepEqual(Array.from(out), values.map((v) => Math.fround(v)));
+});
+
+test("decode int32 and bool", async () => {
+  const ints = Array.from({ length: 64 * 8 }, (_, i) => (i % 3 === 0 ? -i - 1 : i));
+  const m = meta({ dtype: "int32", fill: -1, shape: [30, 64, 8], chunks: [1, 64, 8] });
+  assert.deepEqual(Array.from(await decodeChunk(gzipSync(littleEndian(Int32Array, ints)), m)), ints);
+  const bools = [1, 0, 0, 1, 1];
+  const mb = meta({ dtype: "bool", fill: false, shape: [5], chunks: [5], endian: undefined });
+  assert.deepEqual(Array.from(await decodeChunk(gzipSync(Buffer.from(bools)), mb)), bools);
+});
+
+test("decode from a stream, as a fetch body arrives", async () => {
+  const bytes = gzipSync(littleEndian(Float32Array, Array.from({ length: 12 }, (_, i) => i / 4)));
+  const stream = new Blob([bytes]).stream();
+  assert.deepEqual(Array.from(await decodeChunk(stream, meta())), Array.from({ length: 12 }, (_, i) => i / 4));
+});
+
+test("a chunk of the wrong size or corrupt bytes is an error, not wrong numbers", async () => {
+  await assert.rejects(decodeChunk(gzipSync(littleEndian(Float32Array, [1, 2, 3])), meta()), /expected 12/);
+  await assert.rejects(decodeChunk(Buffer.from("not gzip at all"), meta()));
+  await assert.rejects(decodeChunk(gzipSync(littleEndian(Float32Array, [1])), meta({ codecs: ["bytes", "zstd"] })), /zstd/);
+});
+
+test("big-endian chunks are swapped to the host order", () => {
+  const be = Buffer.alloc(8);
+  be.writeFloatBE(1.5, 0);
+  be.writeFloatBE(-3, 4);
+  const buf = be.buffer.slice(be.byteOffset, be.byteOffset + 8);
+  assert.deepEqual(Array.from(fromBytes(buf, { dtype: "float32", endian: "big" })), [1.5, -3]);
+  const b = new Uint8Array([1, 2, 3, 4, 5, 6]);
+  swapBytes(b.buffer, 2);
+  assert.deepEqual(Array.from(b), [2, 1, 4, 3, 6, 5]);
+});

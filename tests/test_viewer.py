@@ -1,0 +1,664 @@
+"""The static viewer, end to end: real recordings made by the CLI, a real headless Chromium.
+
+One browser for the whole module; each recording is copied, built and served once per module
+(copied, so the viewer's files never land in the session's shared recordings).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import math
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from acc.step_inspector import StepTensorKey
+from capture.recording import Recording
+from conftest import acc
+from viewer import ViewerError, build, make_server
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+SECTIONS = ["toolbar", "run-info", "timeline", "batch", "metrics", "trace-strength", "trace-neighborhoods",
+            "trace-rank-score", "trace-image-coverage", "trace-feature-novelty", "trace-local-coverage",
+            "trace-som-targets", "trace-blending-weights", "trace-forces", "cosine"]
+DRAWN = [s for s in SECTIONS if s not in ("toolbar", "run-info", "metrics")]  # sections drawn on canvas
+METRIC_COLUMNS = ["feature_novelty", "win_rate", "gradient_weight", "contender_weight", "attraction_weight"]
+XSS = "<img src=x onerror=alert(1)><script>window.pwned=1</script>"
+READY = "html[data-ready='true']"
+
+
+# -- serving ----------------------------------------------------------------------------------
+
+@dataclass
+class Served:
+    path: Path
+    url: str
+    stop: callable = None
+
+
+def copy_recording(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def serve_in_thread(path: Path) -> Served:
+    server = make_server(path, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def stop():
+        server.shutdown()
+        server.server_close()
+    return Served(path, server.url, stop)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early: {proc.stderr.read() if proc.stderr else ''}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+@pytest.fixture(scope="module")
+def bcl_built(bcl_rec, tmp_path_factory) -> Path:
+    """A copy of the 30-step bcl recording with the viewer built by the real CLI."""
+    path = copy_recording(bcl_rec, tmp_path_factory.mktemp("viewer") / "bcl")
+    proc = acc("view", str(path), "--build-only")
+    assert f"viewer written to {path / 'index.html'}" in proc.stdout
+    return path
+
+
+@pytest.fixture(scope="module")
+def bcl_site(bcl_built):
+    served = serve_in_thread(bcl_built)
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def plain_site(bcl_built):
+    """The same built recording under Python's own static file server, run inside the recording."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=bcl_built,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(port, proc)
+        yield Served(bcl_built, f"http://127.0.0.1:{port}/")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def built_site(src: Path, dst: Path):
+    path = copy_recording(src, dst)
+    build(Recording.open(path))
+    return serve_in_thread(path)
+
+
+@pytest.fixture(scope="module")
+def control_site(control_rec, tmp_path_factory):
+    served = built_site(control_rec, tmp_path_factory.mktemp("viewer") / "control")
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def sparse_site(sparse_rec, tmp_path_factory):
+    served = built_site(sparse_rec, tmp_path_factory.mktemp("viewer") / "sparse")
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def xss_site(tmp_path_factory):
+    """A short recording whose note is markup and script."""
+    path = tmp_path_factory.mktemp("viewer") / "xss"
+    acc("run", "--steps", "2", "--condition", "control", "--out", str(path), "--note", XSS)
+    build(Recording.open(path))
+    served = serve_in_thread(path)
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
+def nonfinite_site(bcl_rec, tmp_path_factory):
+    """A copy of the bcl recording where step 2 holds a NaN and an Inf, as a diverging run would."""
+    path = copy_recording(bcl_rec, tmp_path_factory.mktemp("viewer") / "nonfinite")
+    root = zarr.open_group(path, mode="r+")
+    strength = root["tensors/strength"]
+    step = strength[2]
+    step[0, 0], step[1, 1] = np.nan, np.inf
+    strength[2] = step
+    nonfinite = root["summary/nonfinite"]
+    counts = nonfinite[:]
+    counts[2] = 2
+    nonfinite[:] = counts
+    build(Recording.open(path))
+    served = serve_in_thread(path)
+    yield served
+    served.stop()
+
+
+# -- the browser --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing; the viewer tests need Debian's chromium package")
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@dataclass
+class Watch:
+    """Everything a page did that a test may want to assert on."""
+    requests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    bad_responses: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+
+    def chunk_requests(self, fragment: str) -> list[str]:
+        return [u for u in self.requests if fragment in u]
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page; it fails the test on console errors, page errors, failed or non-local requests."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    watch = Watch()
+
+    def route(r):
+        url = r.request.url
+        if re.match(r"^(http://127\.0\.0\.1:\d+/|data:|blob:)", url):
+            r.continue_()
+        else:
+            watch.blocked.append(url)
+            r.abort()
+    context.route("**/*", route)
+    pg = context.new_page()
+    pg.on("request", lambda r: watch.requests.append(r.url))
+    pg.on("console", lambda m: m.type in ("error", "assert") and watch.errors.append(f"console {m.type}: {m.text}"))
+    pg.on("pageerror", lambda e: watch.errors.append(f"page error: {e}"))
+    pg.on("requestfailed", lambda r: watch.errors.append(f"request failed: {r.url} {r.failure}"))
+    pg.on("response", lambda r: r.status >= 400 and watch.bad_responses.append(f"{r.status} {r.url}"))
+
+    def on_dialog(d):
+        watch.dialogs.append(d.message)
+        d.dismiss()
+    pg.on("dialog", on_dialog)
+    pg.watch = watch
+    yield pg
+    context.close()
+    assert not watch.errors, watch.errors
+    assert not watch.bad_responses, watch.bad_responses
+    assert not watch.blocked, f"requests left 127.0.0.1: {watch.blocked}"
+    assert not watch.dialogs, watch.dialogs
+    outside = [u for u in watch.requests if not re.match(r"^(http://127\.0\.0\.1:\d+/|data:|blob:)", u)]
+    assert not outside, f"requests left 127.0.0.1: {outside}"
+
+
+def open_at(pg, site: Served, step: int | None = None) -> None:
+    pg.goto(site.url + ("" if step is None else f"#step={step}"))
+    wait_step(pg, 0 if step is None else step)
+
+
+def wait_step(pg, step: int) -> None:
+    pg.wait_for_selector(f"html[data-step='{step}'][data-ready='true']", timeout=15000)
+
+
+def wait_worker(pg) -> None:
+    pg.wait_for_function("window.accViewer && window.accViewer.store.workerReady", timeout=15000)
+
+
+# JS: which canvases in a section have content (more than one distinct pixel value)
+CANVAS_STATE = """(section) => [...document.querySelectorAll(`[data-section="${section}"] canvas`)]
+  .filter((c) => !c.closest('[hidden]') && c.width > 1 && c.height > 1 && !c.classList.contains('legend-bar'))
+  .map((c) => {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const seen = new Set();
+    let h = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      const p = (d[i] << 24) | (d[i + 1] << 16) | (d[i + 2] << 8) | d[i + 3];
+      if (seen.size < 3) seen.add(p);
+      h = (Math.imul(h, 31) + p) | 0;
+    }
+    return { distinct: seen.size, hash: h };
+  })"""
+
+
+def canvases(pg, section: str) -> list[dict]:
+    return pg.evaluate(CANVAS_STATE, section)
+
+
+def number(text: str) -> float:
+    return float(text.replace("+Inf", "inf").replace("-Inf", "-inf"))
+
+
+def close(shown: str | float, expected: float) -> bool:
+    """As equal as 4 significant digits allow."""
+    shown = number(shown) if isinstance(shown, str) else shown
+    if math.isnan(expected) or math.isinf(expected):
+        return (math.isnan(shown) and math.isnan(expected)) or shown == expected
+    return math.isclose(shown, float(expected), rel_tol=1e-3, abs_tol=1e-12)
+
+
+def table_column(pg, column: str) -> dict[int, str]:
+    idx = METRIC_COLUMNS.index(column) + 1
+    rows = pg.eval_on_selector_all("#metrics tbody tr", f"rs => rs.map(r => [Number(r.dataset.feature), r.children[{idx}].textContent])")
+    return dict(rows)
+
+
+def hover_cell(pg, panel_selector: str, row: int, col: int) -> str:
+    """Move the mouse over cell (row, col) of a heatmap; return the readout."""
+    canvas = pg.locator(f"{panel_selector} canvas.heatmap").first
+    canvas.evaluate("e => e.scrollIntoView({ block: 'center' })")  # clear of the sticky toolbar
+    box = canvas.bounding_box()
+    rows, cols = int(canvas.get_attribute("data-rows")), int(canvas.get_attribute("data-cols"))
+    pg.mouse.move(box["x"] + (col + 0.5) * box["width"] / cols, box["y"] + (row + 0.5) * box["height"] / rows)
+    out = pg.locator(f"{panel_selector} output.readout").first
+    pg.wait_for_function("([el, r, c]) => el.dataset.row === String(r) && el.dataset.col === String(c)",
+                         arg=[out.element_handle(), row, col], timeout=5000)
+    return out.text_content()
+
+
+# -- 1 and 2: the page opens, every section is drawn, steps switch; under both servers -----------
+
+@pytest.mark.parametrize("server", ["viewer", "http.server"])
+def test_every_section_drawn_and_steps_switch(page, server, request):
+    site = request.getfixturevalue("bcl_site" if server == "viewer" else "plain_site")
+    open_at(page, site)
+    for name in SECTIONS:
+        assert page.locator(f"[data-section='{name}']").count() == 1, f"no section {name}"
+    assert page.locator("[data-section='toolbar']").evaluate("e => getComputedStyle(e).position") == "sticky"
+    assert "bcl-slow" in page.locator("[data-section='run-info']").text_content()
+    for name in DRAWN:
+        state = canvases(page, name)
+        assert state, f"section {name} has no canvas"
+        blank = [i for i, c in enumerate(state) if c["distinct"] < 2]
+        assert not blank, f"section {name}: canvases {blank} of {len(state)} are blank"
+    assert page.locator("#metrics tbody tr").count() == 64
+    assert page.locator("#metrics thead tr.summary").count() == 3
+
+    wait_worker(page)
+    before = {s: canvases(page, s) for s in ("batch", "trace-strength", "cosine")}
+    cells_before = table_column(page, "win_rate")
+
+    page.fill("#step-input", "7")
+    page.press("#step-input", "Enter")
+    wait_step(page, 7)
+    assert page.evaluate("location.hash") == "#step=7"
+    for s, old in before.items():
+        assert [c["hash"] for c in canvases(page, s)] != [c["hash"] for c in old], f"{s} did not redraw for step 7"
+    assert table_column(page, "win_rate") != cells_before
+    assert page.locator("#step-slider").input_value() == "7"
+
+    page.locator("body").click(position={"x": 5, "y": 300})  # focus the page, not the input
+    page.keyboard.press("ArrowRight")
+    wait_step(page, 8)
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    wait_step(page, 6)
+    page.keyboard.press("Shift+ArrowRight")
+    wait_step(page, 16)
+
+    page.evaluate("location.hash = '#step=21'")
+    wait_step(page, 21)
+    assert page.locator("#step-input").input_value() == "21"
+    assert page.watch.chunk_requests("/tensors/strength/c/21/"), "the worker's chunk requests were not recorded"
+
+    page.click("[data-act='next']")
+    wait_step(page, 22)
+    page.click("[data-act='prev']")
+    wait_step(page, 21)
+    page.locator("#step-slider").evaluate("(e) => { e.value = '3'; e.dispatchEvent(new Event('input')); }")
+    wait_step(page, 3)
+
+    # a link opens that step
+    page.goto(site.url + "#step=12")
+    wait_step(page, 12)
+    assert page.locator("#step-input").input_value() == "12"
+
+
+def test_timeline_click_jumps_to_that_step(page, bcl_site):
+    open_at(page, bcl_site, 2)
+    chart = page.locator("[data-chart='loss'] canvas")
+    chart.evaluate("e => e.scrollIntoView({ block: 'center' })")
+    box = chart.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2)
+    readout = page.locator("[data-chart='loss'] output.readout").text_content()
+    step = int(re.match(r"step (\d+):", readout).group(1))
+    assert 2 < step < 30
+    page.mouse.click(box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2)
+    wait_step(page, step)
+    heat = page.locator("[data-chart='win_rate-over-time'] canvas.heatmap")
+    hb = heat.bounding_box()
+    page.mouse.click(hb["x"] + 2, hb["y"] + hb["height"] / 2)  # the first column: step 0
+    wait_step(page, 0)
+
+
+def test_playing_advances_steps(page, bcl_site):
+    open_at(page, bcl_site, 25)
+    page.select_option("#speed", "30")
+    page.click("[data-act='play']")
+    wait_step(page, 29)  # plays to the end, then stops
+    page.wait_for_selector("[data-act='play'][aria-pressed='false']")
+
+
+# -- 5: the numbers on the page are the numbers in the store --------------------------------------
+
+def test_values_match_the_store(page, bcl_site):
+    step = 4
+    rec = Recording.open(bcl_site.path)
+    data = rec.step(step)
+    open_at(page, bcl_site, step)
+
+    for r, c in [(0, 0), (10, 20), (127, 63)]:
+        text = hover_cell(page, "[data-key='strength']", r, c)
+        m = re.fullmatch(r"image (\d+), feature (\d+): (\S+)", text)
+        assert m and (int(m[1]), int(m[2])) == (r, c), text
+        assert close(m[3], data["strength"][r, c]), (text, data["strength"][r, c])
+    text = hover_cell(page, "[data-section='cosine'] [data-key='som_target_cosine_matrix']", 5, 9)
+    assert close(text.rsplit(": ", 1)[1], data["som_target_cosine_matrix"][5, 9]), text
+
+    for column in METRIC_COLUMNS:
+        shown = table_column(page, column)
+        assert len(shown) == 64
+        for d, text in shown.items():
+            assert close(text, data[column][d]), (column, d, text, data[column][d])
+        for stat, fn in (("mean", np.mean), ("min", np.min), ("max", np.max)):
+            idx = METRIC_COLUMNS.index(column) + 1
+            text = page.locator(f"#metrics tr.summary[data-stat='{stat}'] > :nth-child({idx + 1})").text_content()
+            assert close(text, float(fn(data[column].astype(np.float64)))), (column, stat, text)
+
+    dead = page.eval_on_selector_all("#metrics tbody tr", "rs => rs.map(r => [Number(r.dataset.feature), r.classList.contains('dead')])")
+    assert dict(dead) == {d: bool(data["win_rate"][d] < 0.01) for d in range(64)}
+
+    for key, summary in (("weight_cosine_matrix", "weight_cosine_offdiag"),
+                         ("som_target_cosine_matrix", "som_target_cosine_offdiag"),
+                         ("grad_cosine_matrix", "grad_cosine_offdiag")):
+        m = data[key].astype(np.float64)
+        expected = (m.sum() - np.trace(m)) / (m.size - m.shape[0])
+        text = page.locator(f"[data-key='{key}'] .offdiag strong").text_content()
+        assert close(text, expected), (key, text, expected)
+        assert close(text, float(rec.summary(summary)[step])), (key, text)
+
+    loss = page.locator("#loss-reading").text_content()
+    assert close(loss.split()[1], float(rec.summary("loss")[step])), loss
+
+    batch = page.locator("[data-key='batch_images'] canvas.thumbs")
+    batch.evaluate("e => e.scrollIntoView({ block: 'center' })")
+    box = batch.bounding_box()
+    # image 17 sits in row 1, column 1 of the 16-wide grid; its pixel (14, 14)
+    cell = box["width"] / (16 * 29 - 1)
+    page.mouse.move(box["x"] + (29 + 14.5) * cell, box["y"] + (29 + 14.5) * cell)
+    text = page.locator("[data-key='batch_images'] output.readout").text_content()
+    m = re.fullmatch(r"image 17 \(label (\d+)\), pixel \(14, 14\): (\S+)", text)
+    assert m, text
+    assert int(m[1]) == int(data["batch_labels"][17])
+    assert close(m[2], data["batch_images"][17, 0, 14, 14]), text
+
+
+def test_table_sorts_by_clicked_header(page, bcl_site):
+    open_at(page, bcl_site, 9)
+    rec = Recording.open(bcl_site.path)
+    win = rec.step(9)["win_rate"]
+    order = lambda: page.eval_on_selector_all("#metrics tbody tr", "rs => rs.map(r => Number(r.dataset.feature))")  # noqa: E731
+    page.click("#metrics thead button[data-col='1']")  # win_rate: highest first
+    assert [win[d] for d in order()] == sorted(win, reverse=True)
+    assert page.locator("#metrics thead th:nth-child(3)").get_attribute("aria-sort") == "descending"
+    page.click("#metrics thead button[data-col='1']")
+    assert [win[d] for d in order()] == sorted(win)
+    page.click("#metrics thead button[data-col='-1']")
+    assert order() == list(range(64))
+    page.keyboard.press("ArrowRight")  # the order holds across steps
+    page.click("#metrics thead button[data-col='0']")
+    wait_step(page, 10)
+    novelty = rec.step(10)["feature_novelty"]
+    assert [novelty[d] for d in order()] == sorted(novelty, reverse=True)
+
+
+# -- only what a view needs is fetched ----------------------------------------------------------
+
+def test_collapsed_sections_fetch_nothing(page, bcl_site):
+    open_at(page, bcl_site, 10)
+    wait_worker(page)
+    # "other tensors" starts collapsed: none of its arrays was fetched
+    assert page.locator("[data-section='other']").evaluate("e => e.open") is False
+    assert not page.watch.chunk_requests("/tensors/som_delta/"), "a collapsed section fetched its data"
+    page.locator("[data-section='batch'] > summary").click()
+    page.locator("#step-input").fill("27")
+    page.press("#step-input", "Enter")
+    wait_step(page, 27)
+    assert page.watch.chunk_requests("/tensors/strength/c/27/")
+    assert not page.watch.chunk_requests("/tensors/batch_images/c/27/"), "the collapsed batch section fetched its step"
+    # one request per array of the step
+    strength = page.watch.chunk_requests("/tensors/strength/c/27/")
+    assert len(strength) == 1, strength
+    # opening a section fetches and draws its data for the step shown
+    page.locator("[data-section='other'] > summary").click()
+    wait_step(page, 27)
+    page.wait_for_function("document.querySelector('[data-section=\"other\"] [data-key=\"som_delta\"]').dataset.step === '27'")
+    assert page.watch.chunk_requests("/tensors/som_delta/c/27/")
+    assert all(c["distinct"] >= 2 for c in canvases(page, "other"))
+    # the timeline reads summaries only, never a step's tensors
+    assert not [u for u in page.watch.requests if "/tensors/loss/" in u]
+
+
+# -- 3: user text is text; nothing outside the recording is served ---------------------------------
+
+def test_note_is_shown_as_text_and_runs_nothing(page, xss_site):
+    html = (xss_site.path / "index.html").read_text()
+    assert "<script>window.pwned" not in html and "<img src=x" not in html
+    open_at(page, xss_site)
+    assert page.locator("#run-note").text_content() == XSS
+    assert page.evaluate("typeof window.pwned") == "undefined"
+    assert page.locator("[data-section='run-info'] img").count() == 0
+    assert not page.watch.chunk_requests("/x")
+    assert page.watch.dialogs == []
+
+
+def raw_get(port: int, target: str) -> tuple[int, bytes]:
+    """Send a request line exactly as written (browsers and clients normalise `..`)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_server_serves_nothing_outside_the_recording(bcl_built, tmp_path):
+    secret = bcl_built.parent / "secret.txt"
+    secret.write_text("TOP-SECRET-OUTSIDE")
+    link = bcl_built / "leak.txt"
+    link.symlink_to(secret)
+    link_dir = bcl_built / "leakdir"
+    link_dir.symlink_to(bcl_built.parent, target_is_directory=True)
+    site = serve_in_thread(bcl_built)
+    port = int(site.url.rsplit(":", 1)[1].strip("/"))
+    try:
+        for target in ["/../secret.txt", "/%2e%2e/secret.txt", "/%2E%2E%2Fsecret.txt", "/viewer/../../secret.txt",
+                       "/viewer/%2e%2e/%2e%2e/secret.txt", "/..%2fsecret.txt", "//../secret.txt", "/leak.txt",
+                       "/leakdir/secret.txt", f"{secret}", f"/{secret}", f"//{secret}", "/etc/passwd",
+                       "/%00/etc/passwd", "../secret.txt", f"http://127.0.0.1/../{secret.name}", "/tensors/",
+                       "/viewer/"]:
+            status, body = raw_get(port, target)
+            assert status in (400, 403, 404), (target, status)
+            assert b"TOP-SECRET" not in body and b"root:" not in body, target
+        status, body = raw_get(port, "/index.html")
+        assert status == 200 and b"data-section" in body
+    finally:
+        site.stop()
+        link.unlink()
+        link_dir.unlink()
+
+
+def test_server_content_types(bcl_site):
+    port = int(bcl_site.url.rsplit(":", 1)[1].strip("/"))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    expected = {
+        "/": "text/html", "/index.html": "text/html", "/viewer/app.js": "text/javascript",
+        "/viewer/worker.js": "text/javascript", "/viewer/style.css": "text/css", "/zarr.json": "application/json",
+        "/viewer/zarr.json": "application/json", "/tensors/strength/c/3/0/0": "application/octet-stream",
+    }
+    for path, ctype in expected.items():
+        conn.request("GET", path)  # one kept-alive connection for all
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == 200, path
+        assert r.getheader("Content-Type").split(";")[0] == ctype, (path, r.getheader("Content-Type"))
+        assert int(r.getheader("Content-Length")) == len(body)
+    conn.close()
+    assert bcl_site.url.startswith("http://127.0.0.1:")
+
+
+def test_port_in_use_is_one_clear_line(bcl_built):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(ViewerError, match=f"port {port} .*in use"):
+            make_server(bcl_built, port)
+        proc = acc("view", str(bcl_built), "--port", str(port), "--no-open", check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "in use" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_view_command_serves_until_interrupted(bcl_built):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", "from capture.cli import main; main()", "view", str(bcl_built),
+                             "--port", str(port), "--no-open"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(port, proc)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/")
+        assert b"data-section" in conn.getresponse().read()
+        conn.close()
+    finally:
+        proc.send_signal(2)  # Ctrl-C
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert f"http://127.0.0.1:{port}/" in out
+    assert "Traceback" not in err
+
+
+# -- 4: recordings without BCL keys or without every step's tensors ----------------------------------
+
+def test_control_recording_opens(page, control_site):
+    open_at(page, control_site, 3)
+    for name in SECTIONS:
+        assert page.locator(f"[data-section='{name}']").count() == 1
+    note = page.locator("[data-section='trace-strength'] .section-note")
+    assert note.is_visible() and "no BCL" in note.text_content()
+    assert "no BCL" in page.locator("[data-section='metrics']").text_content()
+    assert all(c["distinct"] >= 2 for c in canvases(page, "batch"))
+    assert all(c["distinct"] >= 2 for c in canvases(page, "cosine"))  # weights and gradients: not BCL
+    page.keyboard.press("End")
+    wait_step(page, 11)
+
+
+def test_sparse_recording_says_which_steps_have_tensors(page, sparse_site):
+    open_at(page, sparse_site, 7)
+    flags = page.locator("#flags").text_content()
+    assert "summaries only" in flags and "5" in flags and "10" in flags
+    note = page.locator("[data-section='batch'] .section-note")
+    assert note.is_visible() and "step 7 kept summaries only" in note.text_content()
+    # per-feature values are summaries, kept for every step
+    assert page.locator("#metrics tbody tr").count() == 64
+    assert all(c["distinct"] >= 2 for c in canvases(page, "trace-feature-novelty"))
+    assert not page.watch.chunk_requests("/tensors/batch_images/c/7/"), "fetched a chunk the policy never wrote"
+    page.click("#flags a:text('10')")
+    wait_step(page, 10)
+    assert all(c["distinct"] >= 2 for c in canvases(page, "batch"))
+    assert page.locator("#flags").text_content() == ""
+
+
+def test_nonfinite_values_are_shown_and_flagged(page, nonfinite_site):
+    open_at(page, nonfinite_site, 2)
+    assert "2 non-finite" in page.locator("#flags").text_content()
+    assert page.locator("html").get_attribute("data-nonfinite") == "2"
+    assert "NaN" in hover_cell(page, "[data-key='strength']", 0, 0)
+    assert "+Inf" in hover_cell(page, "[data-key='strength']", 1, 1)
+    legend = page.locator("[data-key='strength'] .legend .nan")
+    assert legend.is_visible() and "2 NaN/Inf" in legend.text_content()
+    page.keyboard.press("ArrowRight")
+    wait_step(page, 3)
+    assert page.locator("#flags").text_content() == ""
+
+
+# -- the build ---------------------------------------------------------------------------------------
+
+def test_build_renders_the_key_table_from_the_enum(bcl_built):
+    html = (bcl_built / "index.html").read_text()
+    data = json.loads(re.search(r'<script type="application/json" id="acc-data">(.*?)</script>', html, re.S).group(1))
+    assert data["keys"] == [{"value": k.value, "name": k.name, "dims": list(k.dims), "bcl": k.bcl, "render": k.render,
+                             "signed": k.signed} for k in StepTensorKey]
+    rec = Recording.open(bcl_built)
+    for key, arr in rec.tensors.items():
+        meta = data["arrays"][f"tensors/{key}"]
+        assert meta["shape"] == list(arr.shape) and meta["chunks"] == list(arr.chunks)
+        assert meta["dims"] == list(arr.metadata.dimension_names)
+    assert set(data["metrics"]) == {k.value for k in StepTensorKey if k.dims == ("feature",)}
+    # every key is drawn somewhere: in a named section or under "other tensors"
+    drawn = {p["key"] for s in data["sections"] for p in s["panels"]} | {k for s in data["sections"] for p in s["panels"]
+                                                                         for k in p["with"] + p["optional"]}
+    assert {k.value for k in StepTensorKey} - drawn <= {"loss"}
+    # no key name is spelled out in our JS: the page learns them from the table above
+    for js in (bcl_built / "viewer").glob("*.js"):
+        text = js.read_text()
+        for k in StepTensorKey:
+            assert not re.search(rf"[\"'`/]{k.value}[\"'`#/]", text), f"{js.name} hard-codes {k.value}"
+
+
+@pytest.mark.filterwarnings("ignore:Object at index.html is not recognized")
+def test_built_recording_still_reads_as_zarr(bcl_built):
+    assert json.loads((bcl_built / "viewer" / "zarr.json").read_text()) == {
+        "zarr_format": 3, "node_type": "group", "attributes": {}}
+    rec = Recording.open(bcl_built)
+    assert rec.steps == 30 and rec.step(3)["strength"].shape == (128, 64)
+    group = zarr.open_group(bcl_built, mode="r")
+    assert "viewer" in set(group.group_keys())
+    assert not any(p.name.startswith(".") for p in bcl_built.iterdir()), "a temporary file was left behind"
+
+
+def test_build_failure_is_one_line(control_rec, tmp_path):
+    path = copy_recording(control_rec, tmp_path / "blocked")
+    (path / "viewer").write_text("a file where the viewer's folder goes")
+    with pytest.raises(ViewerError, match="cannot write the viewer"):
+        build(Recording.open(path))
+    proc = acc("view", str(path), "--build-only", check=False)
+    assert proc.returncode == 1
+    assert len(proc.stderr.strip().splitlines()) == 1 and "cannot write the viewer" in proc.stderr, proc.stderr
+    assert not (path / "index.html").exists()
