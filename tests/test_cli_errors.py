@@ -74,7 +74,8 @@ print(json.dumps(codes))
 """
 
 
-def fork_cli_chains(chains: dict[str, list[tuple[list[str], Path]]], scratch: Path) -> dict[str, list[subprocess.CompletedProcess]]:
+def fork_cli_chains(chains: dict[str, list[tuple[list[str], Path]]],
+                    scratch: Path) -> dict[str, list[subprocess.CompletedProcess]]:
     """Run named chains of `acc-capture ARGS` calls (in CWD), a process each, a chain's calls in order.
 
     The calls are the real CLI in processes of their own, forked from one interpreter that has
@@ -88,8 +89,11 @@ def fork_cli_chains(chains: dict[str, list[tuple[list[str], Path]]], scratch: Pa
                             text=True, timeout=600, env={**os.environ, "COLUMNS": "120"})
     assert driver.returncode == 0, driver.stderr
     codes = json.loads(driver.stdout)
-    return {name: [subprocess.CompletedProcess(["acc-capture", *job["args"]], code, Path(job["stdout"]).read_text(),
-                                               Path(job["stderr"]).read_text()) for job, code in zip(chain, chain_codes)]
+    def result(job: dict, code: int) -> subprocess.CompletedProcess:
+        return subprocess.CompletedProcess(["acc-capture", *job["args"]], code, Path(job["stdout"]).read_text(),
+                                           Path(job["stderr"]).read_text())
+
+    return {name: [result(job, code) for job, code in zip(chain, chain_codes)]
             for name, chain, chain_codes in zip(chains, jobs, codes)}
 
 
@@ -141,6 +145,7 @@ def bad(tmp_path_factory, control_rec) -> dict:
     a_file.write_text("a regular file\n")
     empty_data = base / "empty_data"
     empty_data.mkdir()
+
     def bad_meta(name: str, **fields) -> Path:
         """A copy of a good recording whose zarr.json is valid JSON holding nonsense in `fields`."""
         path = base / name
@@ -158,6 +163,18 @@ def bad(tmp_path_factory, control_rec) -> dict:
         "meta_steps_beyond_the_arrays": bad_meta("meta_steps_beyond", steps_completed=1000),
     }
     never = base / "never"  # --out of runs refused before they start: never/<case> must not be created
+    refused_runs = {  # name -> (arguments of `run`, a word the error line must contain)
+        "condition_unknown": (["--condition", "nope"], "nope"),
+        "key_unknown": (["--keys", "nope"], "nope"),
+        "key_not_in_condition": (["--keys", "rank_score", "--condition", "control"], "rank_score"),
+        "steps_zero": (["--steps", "0"], "steps"),
+        "steps_negative": (["--steps", "-3"], "steps"),
+        "steps_not_a_number": (["--steps", "abc"], "steps"),
+        "full_steps_backwards": (["--full-steps", "5-2"], "5-2"),
+        "full_steps_garbage": (["--full-steps", "x"], "full-steps"),
+        "chunk_steps_zero": (["--chunk-steps", "0"], "chunk-steps"),
+        "data_root_empty": (["--steps", "2", "--data-root", str(empty_data)], "mnist"),
+    }
 
     cases: dict[str, Case] = {
         "info_missing": (["info", str(base / "no_such_dir")], "no_such_dir", []),
@@ -165,18 +182,8 @@ def bad(tmp_path_factory, control_rec) -> dict:
         "info_a_file": (["info", str(a_file)], "somefile", [a_file]),
         "info_corrupt_zarr_json": (["info", str(corrupt)], "corrupt", [corrupt]),
         "info_corrupt_array_metadata": (["info", str(corrupt_array)], "corrupt", [corrupt_array]),
-        "condition_unknown": (["run", "--condition", "nope", "--out", str(never / "condition_unknown")], "nope", []),
-        "key_unknown": (["run", "--keys", "nope", "--out", str(never / "key_unknown")], "nope", []),
-        "key_not_in_condition": (["run", "--keys", "rank_score", "--condition", "control", "--out", str(never / "key_not_in_condition")],
-                                 "rank_score", []),
-        "steps_zero": (["run", "--steps", "0", "--out", str(never / "steps_zero")], "steps", []),
-        "steps_negative": (["run", "--steps", "-3", "--out", str(never / "steps_negative")], "steps", []),
-        "steps_not_a_number": (["run", "--steps", "abc", "--out", str(never / "steps_not_a_number")], "steps", []),
-        "full_steps_backwards": (["run", "--full-steps", "5-2", "--out", str(never / "full_steps_backwards")], "5-2", []),
-        "full_steps_garbage": (["run", "--full-steps", "x", "--out", str(never / "full_steps_garbage")], "full-steps", []),
-        "chunk_steps_zero": (["run", "--chunk-steps", "0", "--out", str(never / "chunk_steps_zero")], "chunk-steps", []),
-        "data_root_empty": (["run", "--steps", "2", "--data-root", str(empty_data), "--out", str(never / "data_root_empty")],
-                            "mnist", [empty_data]),
+        **{name: (["run", *args, "--out", str(never / name)], word, [empty_data] if name == "data_root_empty" else [])
+           for name, (args, word) in refused_runs.items()},
         "out_existing_recording": (["run", "--steps", "2", "--out", str(existing)], "--force", [existing]),
         "out_corrupt_recording": (["run", "--steps", "2", "--out", str(corrupt)], "--force", [corrupt]),
         "out_not_a_recording": (["run", "--steps", "2", "--out", str(not_rec)], "not_a_recording", [not_rec]),
