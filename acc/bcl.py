@@ -8,20 +8,12 @@ observer can read it; BCL itself knows nothing of capture.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
+from acc.conditions import BCLConfig
+
 EPS = 1e-8
-
-
-@dataclass(frozen=True)
-class BCLConfig:
-    som_lr: float = 0.001
-    neighborhood_k: int = 8
-    temperature: float = 5.0
-    recompute_every: int = 50
 
 
 def nearest_neighbors(weight: Tensor, k: int) -> Tensor:

@@ -1,10 +1,19 @@
-"""The named experimental conditions and the full run configuration."""
+"""The named experimental conditions and the full run configuration (no torch needed to read them)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from acc.bcl import BCLConfig
+
+
+@dataclass(frozen=True)
+class BCLConfig:
+    """BCL's settings (see acc/bcl.py)."""
+
+    som_lr: float = 0.001
+    neighborhood_k: int = 8
+    temperature: float = 5.0
+    recompute_every: int = 50
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ here, one `capture()` call in the recipe, one renderer entry in the viewer.
 from __future__ import annotations
 
 from enum import Enum
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class StepTensorKey(str, Enum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -63,24 +64,28 @@ def parse_keys(text: str | None, condition_keys: list[StepTensorKey], condition:
     return keys
 
 
-def check_output(path: Path, force: bool) -> None:
-    """Refuse to write over anything we should not; with --force, clear an old recording."""
+def check_output(path: Path, force: bool) -> bool:
+    """Refuse to write over anything we should not; True if an old recording is to be replaced."""
     if path.exists() and not path.is_dir():
         raise Fail(f"output path exists and is not a directory: {path}")
-    if not path.exists() or not any(path.iterdir()):
-        return
+    if not path.exists():
+        parent = next(p for p in path.absolute().parents if p.exists())
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise Fail(f"cannot create {path}: {parent} is not a writable directory")
+        return False
+    if not any(path.iterdir()):
+        return False
     try:
         Recording.open(path)
-        is_recording = True
-    except RecordingError:
-        is_recording = (path / "zarr.json").exists()
-    if not is_recording:
-        raise Fail(f"output directory is not empty and is not a recording, refusing to touch it: {path}")
+    except RecordingError as e:
+        if (path / "zarr.json").exists():
+            raise Fail(f"{path} holds something that is not a readable recording, refusing to touch it ({e})") from None
+        raise Fail(f"output directory is not empty and is not a recording, refusing to touch it: {path}") from None
     if not force:
         raise Fail(f"a recording already exists at {path}; pass --force to replace it")
     if fmt.writer_alive(path):
         raise Fail(f"another process is writing {path}; not replacing it")
-    shutil.rmtree(path)
+    return True
 
 
 class StepsPerSecond(ProgressColumn):
@@ -131,11 +136,13 @@ def run(
         raise Fail(f"--neighborhood-k must be below the {config.hidden_dim} features")
     policy = Policy(parse_keys(keys, fmt.condition_keys(config), condition), full_every, ranges)
     path = out_dir if out_dir is not None else next_free_run()
-    check_output(path, force)
+    replace = check_output(path, force)
     try:
         run_ = build_run(config, seed, dev, data_root)
     except DataError as e:
         raise Fail(str(e)) from None
+    if replace:
+        shutil.rmtree(path)
     command = shlex.join(["acc-capture", *sys.argv[1:]])
     try:
         recorder = Recorder.create(path, config, policy, steps, seed=seed, device=dev, note=note, command=command)

@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from acc.conditions import RunConfig
 from acc.step_inspector import StepTensorKey as K
@@ -46,13 +45,13 @@ def fill_value(dtype: np.dtype):
     return {"f": float("nan"), "i": -1, "b": False}[dtype.kind]
 
 
-def _offdiag_mean(m: torch.Tensor) -> torch.Tensor:
+def _offdiag_mean(m):
     n = m.shape[0]
     return (m.sum() - m.diagonal().sum()) / (n * n - n)
 
 
 # name -> (dims after "step", dtype, the keys it needs, how to compute it from one step's captures)
-Summary = tuple[tuple[str, ...], str, tuple[K, ...], Callable[[dict], torch.Tensor]]
+Summary = tuple[tuple[str, ...], str, tuple[K, ...], Callable[[dict], object]]  # (one step's torch tensors -> a value)
 SUMMARIES: dict[str, Summary] = {
     "loss": ((), "float32", (K.LOSS,), lambda s: s[K.LOSS]),
     **{
@@ -68,7 +67,7 @@ SUMMARIES: dict[str, Summary] = {
     "som_delta_norm": ((), "float32", (K.SOM_DELTA,), lambda s: s[K.SOM_DELTA].norm()),
     "update_norm": ((), "float32", (K.ENCODER_WEIGHTS, K.ENCODER_WEIGHTS_POST),
                     lambda s: (s[K.ENCODER_WEIGHTS_POST] - s[K.ENCODER_WEIGHTS]).norm()),
-    "nonfinite": ((), "int32", (), lambda s: sum(int((~torch.isfinite(t)).sum()) for t in s.values() if t.is_floating_point())),
+    "nonfinite": ((), "int32", (), lambda s: sum(int((~t.isfinite()).sum()) for t in s.values() if t.is_floating_point())),
 }
 # written by the recorder from its policy, not computed from the captures
 FULL_CAPTURE = "full_capture"
@@ -79,12 +78,12 @@ def summary_names(captured: list[K]) -> list[str]:
     return [name for name, (_, _, needs, _) in SUMMARIES.items() if set(needs) <= have]
 
 
-def summarize(step: dict[K, torch.Tensor], names: list[str]) -> dict[str, np.ndarray]:
+def summarize(step: dict, names: list[str]) -> dict[str, np.ndarray]:
     out = {}
     for name in names:
         dims, dtype, _, fn = SUMMARIES[name]
         value = fn(step)
-        out[name] = np.asarray(value.numpy() if isinstance(value, torch.Tensor) else value, dtype=dtype)
+        out[name] = np.asarray(value.numpy() if hasattr(value, "numpy") else value, dtype=dtype)
     return out
 
 

@@ -37,9 +37,22 @@ def _read_meta(path: Path) -> dict:
         raise RecordingError(f"not an acc-capture recording (zarr.json has no '{fmt.ATTRS_KEY}' attributes): {path}")
     if meta.get("format") != fmt.FORMAT_VERSION:
         raise RecordingError(f"recording format {meta.get('format')!r} is not one this tool reads ({fmt.FORMAT_VERSION}): {path}")
-    for field in ("status", "steps_completed", "keys", "condition"):
+    def bad(why: str) -> RecordingError:
+        return RecordingError(f"corrupt {meta_file}: {fmt.ATTRS_KEY}.{why}")
+
+    checks = {
+        "status": lambda v: v in ("recording", "complete", "interrupted"),
+        "steps_completed": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "keys": lambda v: isinstance(v, list) and all(isinstance(k, str) for k in v),
+        "condition": lambda v: isinstance(v, str),
+        "config": lambda v: v is None or isinstance(v, dict),
+        "policy": lambda v: v is None or isinstance(v, dict),
+    }
+    for field, ok in checks.items():
         if field not in meta:
-            raise RecordingError(f"corrupt {meta_file}: '{fmt.ATTRS_KEY}' lacks '{field}'")
+            raise bad(f"{field} is missing")
+        if not ok(meta[field]):
+            raise bad(f"{field} has an impossible value: {json.dumps(meta[field])[:80]}")
     return meta
 
 
@@ -57,6 +70,10 @@ class Recording:
         self.condition: str = meta["condition"]
         self.tensors: dict[str, zarr.Array] = {k: root["tensors"][k] for k in self.keys}
         self.summaries: dict[str, zarr.Array] = dict(root["summary"].arrays())
+        for name, arr in [*self.tensors.items(), *self.summaries.items()]:
+            if arr.shape[0] < self.steps:
+                raise RecordingError(f"corrupt recording {path}: steps_completed is {self.steps} but {name} "
+                                     f"holds {arr.shape[0]} steps")
 
     @classmethod
     def open(cls, path: str | Path) -> Recording:
@@ -65,8 +82,10 @@ class Recording:
         try:
             root = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r", zarr_format=3)
             return cls(path, meta, root)
-        except (KeyError, ValueError, OSError, json.JSONDecodeError) as e:
-            raise RecordingError(f"corrupt recording {path}: {e}") from None
+        except RecordingError:
+            raise
+        except Exception as e:  # whatever zarr makes of damaged array metadata: one line, not a traceback
+            raise RecordingError(f"corrupt recording {path}: {type(e).__name__}: {e}") from None
 
     @property
     def status(self) -> str:
