@@ -8,7 +8,7 @@ import { h } from "./plots.js";
 import { formatValue } from "./stats.js";
 import { MetricsTable } from "./table.js";
 import { Timeline } from "./timeline.js";
-import { chunkIndex } from "./zarr.js";
+import { chunkIndex, rowLength } from "./zarr.js";
 
 const root = document.documentElement;
 const $ = (sel) => document.querySelector(sel);
@@ -137,7 +137,7 @@ class Viewer {
     return Math.max(0, Math.min(this.steps - 1, Math.round(Number(step) || 0)));
   }
 
-  /** Show a step; resolves once it is drawn (or another step superseded it). */
+  /** Show a step; resolves once every open panel has drawn it (or another step superseded it). */
   async go(step) {
     if (!this.steps) return;
     step = this.clamp(step);
@@ -149,7 +149,9 @@ class Viewer {
     const plan = this.plan(step);
     const keep = new Set([...this.chunkSet(step), ...this.chunkSet(step + 1), ...this.chunkSet(step - 1)]);
     this.store.cancelUnless((array, index) => keep.has(`${array}#${index}`));
-    const names = [...new Set(plan.arrays.values())];
+    // the largest chunks first, so the slowest transfers start first
+    const bytes = (a) => rowLength(this.page.arrays[a]) * (this.page.arrays[a].dtype === "bool" ? 1 : 4);
+    const names = [...new Set(plan.arrays.values())].sort((a, b) => bytes(b) - bytes(a));
     const jobs = names.map((a) => this.store.row(a, step, PRIO.now));
     const timeline = this.timelineBox.open ? this.timeline.load(this.store) : null;
     let rows;
@@ -161,6 +163,7 @@ class Viewer {
       return;
     }
     if (token !== this.token) return;
+    // every panel draws the same step in one go: the page never shows a mix of two steps
     const t1 = performance.now();
     const byArray = Object.fromEntries(names.map((a, i) => [a, rows[i]]));
     const values = {};

@@ -62,7 +62,7 @@ export class ChunkStore {
   async fetchHere(e) {
     const meta = this.arrays[e.array];
     try {
-      const response = await fetch(new URL(chunkPath(meta, e.index), this.base));
+      const response = await fetch(new URL(chunkPath(meta, e.index), this.base), { cache: "no-store" });
       if (response.status === 404) this.onMessage({ id: e.id, status: "missing", data: fillChunk(meta) });
       else if (!response.ok) throw new Error(`${response.status} ${response.statusText} for ${chunkPath(meta, e.index)}`);
       else this.onMessage({ id: e.id, status: "ok", data: await decodeChunk(response.body, meta) });

@@ -1,9 +1,13 @@
 // Fetches and decodes chunks off the main thread, at most MAX_IN_FLIGHT at a time, the most
-// urgent first (the step on screen before prefetched neighbours; the newest request first).
+// urgent first (the step on screen before prefetched neighbours), then in the order asked.
 // Decoded buffers are transferred back, not copied.
 import { chunkPath, decodeChunk, fillChunk } from "./zarr.js";
 
-const MAX_IN_FLIGHT = 6;
+// the step on screen: all its chunks at once (the browser queues what its connections cannot
+// take yet); prefetches: a few at a time, so that a jump elsewhere never waits behind many
+const MAX_IN_FLIGHT = 16;
+const MAX_PREFETCH_IN_FLIGHT = 3;
+const URGENT = 2;
 let base = null;
 let arrays = {};
 const queue = [];        // waiting tasks
@@ -37,16 +41,21 @@ function next() {
   let best = 0;
   for (let i = 1; i < queue.length; i++) {
     const a = queue[i], b = queue[best];
-    if (a.prio > b.prio || (a.prio === b.prio && a.seq > b.seq)) best = i;
+    if (a.prio > b.prio || (a.prio === b.prio && a.seq < b.seq)) best = i;
   }
   return queue.splice(best, 1)[0];
 }
 
+let prefetching = 0;
+
 function pump() {
   while (inFlight < MAX_IN_FLIGHT && queue.length) {
     const task = next();
+    const urgent = task.prio >= URGENT;
+    if (!urgent && prefetching >= MAX_PREFETCH_IN_FLIGHT) { queue.push(task); return; }
     inFlight++;
-    run(task).finally(() => { inFlight--; pump(); });
+    if (!urgent) prefetching++;
+    run(task).finally(() => { inFlight--; if (!urgent) prefetching--; pump(); });
   }
 }
 
@@ -54,7 +63,7 @@ async function run(task) {
   const meta = arrays[task.array];
   try {
     if (!meta) throw new Error(`unknown array ${task.array}`);
-    const response = await fetch(new URL(chunkPath(meta, task.index), base));
+    const response = await fetch(new URL(chunkPath(meta, task.index), base), { cache: "no-store" });
     let data, status = "ok";
     if (response.status === 404) {          // an unwritten chunk reads as the fill value
       data = fillChunk(meta);
