@@ -38,12 +38,10 @@ function makePage(raw) {
     for (let s = step + 1; s < page.run.steps; s++) if (page.full[s]) { after = s; break; }
     return [before, after];
   };
-  Object.defineProperty(page, "fullNote", {
-    get() {
-      const p = page.run.policy || {};
-      return p.full_every ? `full tensors every ${p.full_every} steps` : "full tensors only for some steps";
-    },
-  });
+  const policy = page.run.policy || {};
+  const ranges = (policy.full_steps || []).map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", ");
+  const kept = [policy.full_every && `every ${policy.full_every} steps`, ranges && `for steps ${ranges}`].filter(Boolean);
+  page.fullNote = kept.length ? `full tensors ${kept.join(" and ")}` : "full tensors only for some steps";
   return page;
 }
 
@@ -60,7 +58,9 @@ class Section {
     for (const p of spec.panels) {
       const lacking = [p.key, ...p.with].find((k) => !page.available(k));
       if (lacking) {
-        const panel = { spec: p, reason: locate(page, lacking, 0).missing, el: h("p", { class: "missing" }) };
+        // the reason names the key when it is one the panel needs beside its own (neighbours: weights)
+        const why = locate(page, lacking, 0).missing;
+        const panel = { spec: p, reason: lacking === p.key ? why : `needs ${lacking}, ${why}`, el: h("p", { class: "missing" }) };
         panel.el.textContent = `${p.key}: ${panel.reason}`;
         box.append(panel.el);
         this.fixed.push(panel);
