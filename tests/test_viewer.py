@@ -365,6 +365,22 @@ def test_timeline_click_jumps_to_that_step(page, bcl_site):
     wait_step(page, 0)
 
 
+def test_scrubbing_fast_settles_on_the_last_step(page, bcl_site):
+    open_at(page, bcl_site, 0)
+    wait_worker(page)
+    # a slider dragged across the run: every intermediate step asked for, none awaited
+    page.locator("#step-slider").evaluate("""(e) => {
+      for (const s of [3, 9, 14, 2, 27, 28, 29, 15, 16, 17, 18, 19, 20, 5, 6, 23]) {
+        e.value = String(s); e.dispatchEvent(new Event('input'));
+      }
+    }""")
+    wait_step(page, 23)
+    assert page.locator("[data-key='strength']").get_attribute("data-step") == "23"
+    assert page.locator("[data-key='batch_images']").get_attribute("data-step") == "23"
+    page.keyboard.press("ArrowRight")  # the prefetched neighbour
+    wait_step(page, 24)
+
+
 def test_playing_advances_steps(page, bcl_site):
     open_at(page, bcl_site, 25)
     page.select_option("#speed", "30")
