@@ -16,6 +16,7 @@ from acc.step_inspector import StepTensorKey as K
 FORMAT_VERSION = 1
 ATTRS_KEY = "acc_capture"
 SUMMARY_CHUNK = 1024  # steps per chunk of a summary array
+SMALL_BYTES, SMALL_CHUNK = 4096, 64  # a tensor of at most SMALL_BYTES per step is chunked SMALL_CHUNK steps a chunk
 STATE_GROUP = "state"  # training state at the last completed step, for resume
 DEAD_WIN_RATE = 0.01  # a feature whose win_rate is below this is dead
 
@@ -45,29 +46,48 @@ def fill_value(dtype: np.dtype):
     return {"f": float("nan"), "i": -1, "b": False}[dtype.kind]
 
 
-def _offdiag_mean(m):
-    n = m.shape[0]
-    return (m.sum() - m.diagonal().sum()) / (n * n - n)
+def _offdiag_mean(m: np.ndarray) -> np.ndarray:
+    """[n,D,D] -> [n]: the mean off-diagonal entry of each matrix."""
+    d = m.shape[-1]
+    return (m.sum(axis=(-2, -1), dtype=np.float64) - np.trace(m, axis1=-2, axis2=-1, dtype=np.float64)) / (d * d - d)
 
 
-# name -> (dims after "step", dtype, the keys it needs, how to compute it from one step's captures)
-Summary = tuple[tuple[str, ...], str, tuple[K, ...], Callable[[dict], object]]  # (one step's torch tensors -> a value)
+def _norm(a: np.ndarray) -> np.ndarray:
+    """[n,...] -> [n]: the Frobenius norm of each step's tensor (accumulated in float64)."""
+    flat = a.reshape(len(a), -1).astype(np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", flat, flat))
+
+
+def _nonfinite(blocks: dict) -> np.ndarray:
+    """[n]: NaN/Inf count per step over every float tensor (a cheap check first, an exact count if it fails)."""
+    n = len(next(iter(blocks.values())))
+    counts = np.zeros(n, dtype=np.int64)
+    for b in blocks.values():
+        if b.dtype.kind == "f" and not np.isfinite(b.sum()):
+            counts += (~np.isfinite(b)).reshape(n, -1).sum(axis=1)
+    return counts
+
+
+# name -> (dims after "step", dtype, the keys it needs, how to compute it for n steps from their stacked
+# captures {key: array [n, ...]})
+Summary = tuple[tuple[str, ...], str, tuple[K, ...], Callable[[dict], np.ndarray]]
 SUMMARIES: dict[str, Summary] = {
-    "loss": ((), "float32", (K.LOSS,), lambda s: s[K.LOSS]),
+    "loss": ((), "float32", (K.LOSS,), lambda b: b[K.LOSS]),
     **{
-        k.value: (k.dims, "float32", (k,), (lambda s, k=k: s[k]))
+        k.value: (k.dims, "float32", (k,), (lambda b, k=k: b[k]))
         for k in (K.WIN_RATE, K.FEATURE_NOVELTY, K.GRADIENT_WEIGHT, K.CONTENDER_WEIGHT, K.ATTRACTION_WEIGHT, K.IMAGE_COVERAGE)
     },
-    "dead_features": ((), "int32", (K.WIN_RATE,), lambda s: (s[K.WIN_RATE] < DEAD_WIN_RATE).sum()),
-    "weight_cosine_offdiag": ((), "float32", (K.WEIGHT_COSINE_MATRIX,), lambda s: _offdiag_mean(s[K.WEIGHT_COSINE_MATRIX])),
-    "som_target_cosine_offdiag": ((), "float32", (K.SOM_TARGET_COSINE_MATRIX,), lambda s: _offdiag_mean(s[K.SOM_TARGET_COSINE_MATRIX])),
-    "grad_cosine_offdiag": ((), "float32", (K.GRAD_COSINE_MATRIX,), lambda s: _offdiag_mean(s[K.GRAD_COSINE_MATRIX])),
-    "grad_raw_norm": ((), "float32", (K.GRAD_RAW,), lambda s: s[K.GRAD_RAW].norm()),
-    "grad_masked_norm": ((), "float32", (K.GRAD_MASKED,), lambda s: s[K.GRAD_MASKED].norm()),
-    "som_delta_norm": ((), "float32", (K.SOM_DELTA,), lambda s: s[K.SOM_DELTA].norm()),
+    "dead_features": ((), "int32", (K.WIN_RATE,), lambda b: (b[K.WIN_RATE] < DEAD_WIN_RATE).sum(axis=1)),
+    "weight_cosine_offdiag": ((), "float32", (K.WEIGHT_COSINE_MATRIX,), lambda b: _offdiag_mean(b[K.WEIGHT_COSINE_MATRIX])),
+    "som_target_cosine_offdiag": ((), "float32", (K.SOM_TARGET_COSINE_MATRIX,),
+                                  lambda b: _offdiag_mean(b[K.SOM_TARGET_COSINE_MATRIX])),
+    "grad_cosine_offdiag": ((), "float32", (K.GRAD_COSINE_MATRIX,), lambda b: _offdiag_mean(b[K.GRAD_COSINE_MATRIX])),
+    "grad_raw_norm": ((), "float32", (K.GRAD_RAW,), lambda b: _norm(b[K.GRAD_RAW])),
+    "grad_masked_norm": ((), "float32", (K.GRAD_MASKED,), lambda b: _norm(b[K.GRAD_MASKED])),
+    "som_delta_norm": ((), "float32", (K.SOM_DELTA,), lambda b: _norm(b[K.SOM_DELTA])),
     "update_norm": ((), "float32", (K.ENCODER_WEIGHTS, K.ENCODER_WEIGHTS_POST),
-                    lambda s: (s[K.ENCODER_WEIGHTS_POST] - s[K.ENCODER_WEIGHTS]).norm()),
-    "nonfinite": ((), "int32", (), lambda s: sum(int((~t.isfinite()).sum()) for t in s.values() if t.is_floating_point())),
+                    lambda b: _norm(b[K.ENCODER_WEIGHTS_POST] - b[K.ENCODER_WEIGHTS])),
+    "nonfinite": ((), "int32", (), _nonfinite),
 }
 # written by the recorder from its policy, not computed from the captures
 FULL_CAPTURE = "full_capture"
@@ -78,13 +98,9 @@ def summary_names(captured: list[K]) -> list[str]:
     return [name for name, (_, _, needs, _) in SUMMARIES.items() if set(needs) <= have]
 
 
-def summarize(step: dict, names: list[str]) -> dict[str, np.ndarray]:
-    out = {}
-    for name in names:
-        dims, dtype, _, fn = SUMMARIES[name]
-        value = fn(step)
-        out[name] = np.asarray(value.numpy() if hasattr(value, "numpy") else value, dtype=dtype)
-    return out
+def summarize(blocks: dict, names: list[str]) -> dict[str, np.ndarray]:
+    """Each named summary for n steps, from their stacked captures {key: array [n, ...]}."""
+    return {name: np.asarray(SUMMARIES[name][3](blocks), dtype=SUMMARIES[name][1]) for name in names}
 
 
 def parse_ranges(text: str) -> list[tuple[int, int]]:

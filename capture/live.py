@@ -64,9 +64,12 @@ class InspectAPI:
     """The `/inspect/` endpoints over at most one LiveSession. `handle()` returns (HTTP status, JSON body)."""
 
     def __init__(self, session: LiveSession | None = None, recordings_dir: Path = Path("recordings"),
-                 on_new_recording=None, device: str = "auto"):
+                 on_new_recording=None, device: str = "auto", on_change=None):
         self.session, self.recordings_dir, self.device = session, Path(recordings_dir), device
         self.on_new_recording = on_new_recording  # called with the path of a recording made by setup
+        # called with a recording's path after steps were appended to it or its session closed, while no
+        # other request can change it (the server rebuilds the recording's viewer there)
+        self.on_change = on_change
         self._lock = threading.Lock()  # held while a step runs
         self._busy_with = 0
         self._error: BaseException | None = None
@@ -113,19 +116,19 @@ class InspectAPI:
         }
 
     def setup(self, args: dict) -> tuple[int, dict]:
-        condition = args.get("condition", "bcl-slow")
-        if condition not in CONDITIONS:
+        condition, seed = args.get("condition", "bcl-slow"), args.get("seed", 0)
+        if not isinstance(condition, str) or condition not in CONDITIONS:
             raise _Reply(400, f"unknown condition {condition!r}; choose one of: {', '.join(CONDITIONS)}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise _Reply(400, f"seed must be a non-negative integer, not {seed!r}")
         if not self._lock.acquire(blocking=False):
             raise _Reply(409, "a step is running; try again when it is done")
         try:
-            if self.session is not None:
-                self.session.close()
-                self.session = None
+            self._close_session()
             from capture.cli import next_free_run
 
             path = next_free_run(self.recordings_dir)
-            self.session = LiveSession.create(path, condition, seed=int(args.get("seed", 0)), device=self.device)
+            self.session = LiveSession.create(path, condition, seed=seed, device=self.device)
         finally:
             self._lock.release()
         if self.on_new_recording:
@@ -142,24 +145,35 @@ class InspectAPI:
             raise _Reply(409, f"a step of {self._busy_with} is already running")
         try:
             self._busy_with = n
-            worker = threading.Thread(target=self._step_worker, args=(n,), name="acc-capture-step")
+            s = self.session
+            before = s.steps
+            worker = threading.Thread(target=self._step_worker, args=(s, n), name="acc-capture-step", daemon=True)
             worker.start()
             worker.join()  # this request waits; others (state) are answered meanwhile
+            if s.steps != before:
+                self._changed(s.path)
             if self._error is not None:
-                raise _Reply(500, f"training failed: {self._error}")
+                # the model may have trained steps that never reached the disk: continue from the saved state
+                self.session = None
+                s.recorder.close()
+                why = f"training failed after {s.steps - before} of {n} steps were recorded: {self._error}"
+                try:
+                    self.session = LiveSession(s.path, self.device, s.chunk_steps)
+                except Exception as e:
+                    raise _Reply(500, f"{why}; the session is closed ({e})") from None
+                raise _Reply(500, why)
+            last = s.steps - 1
+            rec = Recording.open(s.path)
+            return 200, {"step": last, "steps_completed": s.steps, "loss": float(rec.summary("loss")[last]),
+                         "keys": rec.keys, "path": str(s.path)}
         finally:
             self._busy_with = 0
             self._lock.release()
-        s = self.session
-        last = s.steps - 1
-        rec = Recording.open(s.path)
-        return 200, {"step": last, "steps_completed": s.steps, "loss": float(rec.summary("loss")[last]),
-                     "keys": rec.keys}
 
-    def _step_worker(self, n: int) -> None:
+    def _step_worker(self, session: LiveSession, n: int) -> None:
         self._error = None
         try:
-            self.session.step(n)
+            session.step(n)
         except Exception as e:  # reported to the client as 500
             self._error = e
 
@@ -167,12 +181,26 @@ class InspectAPI:
         if not self._lock.acquire(blocking=False):
             raise _Reply(409, "a step is running; try again when it is done")
         try:
-            if self.session is not None:
-                self.session.close()
-                self.session = None
+            self._close_session()
         finally:
             self._lock.release()
         return 200, {"status": "torn_down"}
+
+    def close(self) -> None:
+        """Close the session for good, first waiting for a running step to finish (Ctrl-C of `serve`)."""
+        with self._lock:
+            self._close_session()
+
+    def _close_session(self) -> None:
+        """(with the lock held) Leave the session's recording complete and resumable."""
+        if self.session is not None:
+            s, self.session = self.session, None
+            s.close()
+            self._changed(s.path)
+
+    def _changed(self, path: Path) -> None:
+        if self.on_change is not None:
+            self.on_change(path)
 
     def history(self) -> list[dict]:
         rec = Recording.open(self.session.path)

@@ -14,6 +14,8 @@ import numcodecs
 import numpy as np
 import torch
 import zarr
+from isal import igzip
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from acc.conditions import RunConfig
@@ -22,6 +24,7 @@ from acc.step_inspector import StepInspector, StepTensorKey
 from capture import format as fmt
 from capture.codecs import IsalGzipCodec
 
+CHUNK_KEYS = {"name": "default", "separator": "."}  # c.17.0.0: one flat folder per array, no mkdir per step
 COMPRESSOR = IsalGzipCodec(level=1)  # plain gzip on disk: browsers decode it natively (DecompressionStream)
 
 
@@ -44,20 +47,22 @@ class Policy:
         return {"full_every": self.full_every, "full_steps": [list(r) for r in self.full_steps]}
 
 
-def _runs(flags: list[bool]) -> list[tuple[int, int]]:
-    """[(start, stop)] of the consecutive True stretches."""
-    out, start = [], None
-    for i, f in enumerate(flags + [False]):
-        if f and start is None:
-            start = i
-        elif not f and start is not None:
-            out.append((start, i))
-            start = None
-    return out
+async def _write_all(store, chunks: list[tuple[str, np.ndarray]], slices: list[tuple[zarr.Array, slice, np.ndarray]]) -> None:
+    """Write whole one-step chunks straight to the store, and slices of the summary arrays through zarr.
 
+    A one-step chunk is its array's `bytes` (little-endian, C order) then `gzip` encoding, which
+    the arrays are created with (checked in `Recorder.__init__`); encoding it here skips zarr's
+    per-chunk bookkeeping, which costs more than the compression itself.
+    """
+    level = min(COMPRESSOR.level, 3)
+    proto = default_buffer_prototype()
 
-async def _write_all(writes: list[tuple[zarr.Array, slice, np.ndarray]]) -> None:
-    await asyncio.gather(*(arr.async_array.setitem(sel, block) for arr, sel, block in writes))
+    async def put(key: str, data: np.ndarray) -> None:
+        packed = await asyncio.to_thread(igzip.compress, np.ascontiguousarray(data, data.dtype.newbyteorder("<")),
+                                         level, mtime=0)
+        await store.set(key, proto.buffer.from_bytes(packed))
+
+    await asyncio.gather(*(put(k, a) for k, a in chunks), *(arr.async_array.setitem(sel, v) for arr, sel, v in slices))
 
 
 def _now() -> str:
@@ -118,6 +123,10 @@ class Recorder:
         self.tensors = {StepTensorKey(k): root["tensors"][k] for k in meta["keys"]}
         self.summaries = dict(root["summary"].arrays())
         self.summary_names = [n for n in fmt.SUMMARIES if n in self.summaries]
+        for key, arr in self.tensors.items():
+            codecs = [c.to_dict() for c in arr.metadata.codecs]
+            if [c["name"] for c in codecs] != ["bytes", "gzip"] or codecs[0]["configuration"].get("endian") != "little":
+                raise ValueError(f"tensors/{key.value} has codecs {codecs}; this recorder writes bytes(little)+gzip")
 
     @classmethod
     def create(cls, path: Path, config: RunConfig, policy: Policy, total_steps: int, *,
@@ -137,15 +146,18 @@ class Recorder:
             dims = ("step", *key.dims)
             shape = tuple(sizes[d] for d in dims)
             dtype = fmt.key_dtype(key)
-            tensors.create_array(key.value, shape=shape, chunks=(1, *shape[1:]), dtype=dtype, compressors=COMPRESSOR,
-                                 fill_value=fmt.fill_value(dtype), dimension_names=dims)
+            per_step = int(np.prod(shape[1:])) * dtype.itemsize
+            steps_per_chunk = fmt.SMALL_CHUNK if per_step <= fmt.SMALL_BYTES else 1
+            tensors.create_array(key.value, shape=shape, chunks=(steps_per_chunk, *shape[1:]), dtype=dtype, compressors=COMPRESSOR,
+                                 fill_value=fmt.fill_value(dtype), dimension_names=dims, chunk_key_encoding=CHUNK_KEYS)
         summary = root.create_group("summary")
         for name in [*fmt.summary_names(fmt.condition_keys(config)), fmt.FULL_CAPTURE]:
             dims, dtype = ((), "bool") if name == fmt.FULL_CAPTURE else fmt.SUMMARIES[name][:2]
             dims = ("step", *dims)
             shape = tuple(sizes[d] for d in dims)
             summary.create_array(name, shape=shape, chunks=(fmt.SUMMARY_CHUNK, *shape[1:]), dtype=dtype,
-                                 compressors=COMPRESSOR, fill_value=fmt.fill_value(np.dtype(dtype)), dimension_names=dims)
+                                 compressors=COMPRESSOR, fill_value=fmt.fill_value(np.dtype(dtype)), dimension_names=dims,
+                                 chunk_key_encoding=CHUNK_KEYS)
         root.create_group(fmt.STATE_GROUP)
         root.attrs[fmt.ATTRS_KEY] = meta
         return cls(path, root, meta, lock)
@@ -196,16 +208,24 @@ class Recorder:
         if [s for s, _ in steps] != list(range(t0, t1)):
             raise RuntimeError(f"steps out of order: expected {t0}..{t1 - 1}, got {[s for s, _ in steps]}")
         full = [self.policy.is_full(s) for s, _ in steps]
-        writes = []  # (array, selection, block): all of them go to zarr in one concurrent batch
+        blocks = {key: torch.stack([captures[key] for _, captures in steps]).numpy() for key in steps[0][1]}
+        chunks = []  # (store key, one step of a large tensor): encoded and written concurrently
+        slices = []  # (array, steps, values): small tensors and summaries, many steps a chunk, through zarr
         for key, arr in self.tensors.items():
-            for a, b in _runs(full):
-                block = torch.stack([steps[i][1][key] for i in range(a, b)]).numpy()
-                writes.append((arr, slice(t0 + a, t0 + b), block.astype(arr.dtype, copy=False)))
-        rows = [fmt.summarize(captures, self.summary_names) for _, captures in steps]
-        for name in self.summary_names:
-            writes.append((self.summaries[name], slice(t0, t1), np.stack([r[name] for r in rows])))
-        writes.append((self.summaries[fmt.FULL_CAPTURE], slice(t0, t1), np.array(full)))
-        sync(_write_all(writes))
+            block = blocks[key].astype(arr.dtype, copy=False)
+            if arr.chunks[0] == 1:
+                zeros = (0,) * (block.ndim - 1)
+                chunks += [(f"{arr.path}/{arr.metadata.encode_chunk_key((t0 + i, *zeros))}", block[i])
+                           for i in range(len(steps)) if full[i]]
+            elif any(full):  # one write per chunk of steps (concurrent writes to one zarr chunk would race)
+                if not all(full):
+                    block = block.copy()
+                    block[~np.array(full)] = arr.fill_value  # what an unwritten step reads as anyway
+                slices.append((arr, slice(t0, t1), block))
+        sums = fmt.summarize(blocks, self.summary_names)
+        sums[fmt.FULL_CAPTURE] = np.array(full)
+        slices += [(self.summaries[n], slice(t0, t1), v) for n, v in sums.items()]
+        sync(_write_all(self.root.store, chunks, slices))
         if state is not None:
             save_state(self.path, t1, state)
         self.steps_completed = t1
