@@ -294,16 +294,50 @@ def view(
 
 @app.command("serve")
 def serve_live(
-    path: Annotated[Optional[Path], typer.Argument(help="A recording to continue [default: a new one, see --condition].")] = None,
-    condition: Annotated[Optional[str], typer.Option(help="Start a new recording of this condition at the next free recordings/runN [default: bcl-slow].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of a new recording [default: 0].")] = None,
+    path: Annotated[Optional[Path], typer.Argument(help="A recording to continue (none: a new recording, see --condition).")] = None,
+    condition: Annotated[Optional[str], typer.Option(help="Start a new recording of this condition (bcl-slow if not given) at the next free recordings/runN.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of a new recording (0 if not given).")] = None,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to serve on.")] = 8765,
     no_open: Annotated[bool, typer.Option("--no-open", help="Do not open a browser.")] = False,
 ) -> None:
     """Serve a recording with a live session: the page's Step buttons train and append steps, as `resume` would."""
+    import signal
+
+    from viewer.server import serve_until_interrupted
+
+    def stop(signum, frame):  # `kill` stops the session as Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server = open_live_server(path, condition, seed, device.value, port)
+    except KeyboardInterrupt:
+        raise Fail("interrupted before the session opened") from None
+    api = server.api
+    print(f"live session on {api.session.path} ({api.session.condition}, {api.session.steps} steps recorded)")
+    serve_until_interrupted(server, open_browser=not no_open)  # (until Ctrl-C)
+    session = api.session
+    try:
+        if (running := api.state().get("running_steps")) and session is not None:
+            print(f"waiting for the running step of {running} to be recorded (Ctrl-C again to stop now)",
+                  file=sys.stderr, flush=True)
+        api.close()  # waits for a running step; leaves the recording complete and resumable
+    except KeyboardInterrupt:
+        where = f"; the steps recorded so far are intact in {session.path}" if session is not None else ""
+        raise Fail(f"interrupted while a step was running{where}") from None
+    if session is not None:
+        print(f"session closed: {session.path} has {session.steps} steps, complete")
+        print(f"continue it:  acc-capture serve {shlex.quote(str(session.path))}")
+
+
+def open_live_server(path: Path | None, condition: str | None = None, seed: int | None = None, device: str = "auto",
+                     port: int = 8765, recordings_dir: Path = Path("recordings")):
+    """What `serve` starts, not yet serving: a server bound to 127.0.0.1:`port` whose `api` (an InspectAPI)
+    holds a session on `path`, or on a new recording of `condition` at the next free `recordings_dir`/runN,
+    with the viewer built into the recording. Bad input raises Fail."""
     from viewer import ViewerError, build
-    from viewer.server import make_server, serve_until_interrupted
+    from viewer.server import make_server
 
     if path is not None and (condition is not None or seed is not None):
         raise Fail("--condition and --seed are for a new recording; a recording continues with its own")
@@ -319,9 +353,8 @@ def serve_live(
         server = make_server(None, port)  # bind first: a port in use fails before anything is loaded or written
     except ViewerError as e:
         raise Fail(str(e)) from None
-    api = None
     try:
-        api = _open_session(path, condition, seed or 0, device.value)
+        api = _open_session(path, condition, seed or 0, device, Path(recordings_dir))
         try:
             build(Recording.open(api.session.path))
             server.set_root(api.session.path)
@@ -329,36 +362,21 @@ def serve_live(
             api.close()
             raise Fail(str(e)) from None
         server.attach(api)
-        print(f"live session on {api.session.path} ({api.session.condition}, {api.session.steps} steps recorded)")
-        serve_until_interrupted(server, open_browser=not no_open)
-    except KeyboardInterrupt:
-        if api is None:
-            raise Fail("interrupted before the session opened") from None
-    finally:
+    except BaseException:
         server.server_close()
-    session = api.session
-    try:
-        if (running := api.state().get("running_steps")) and session is not None:
-            print(f"waiting for the running step of {running} to be recorded (Ctrl-C again to stop now)",
-                  file=sys.stderr, flush=True)
-        api.close()  # waits for a running step; leaves the recording complete and resumable
-    except KeyboardInterrupt:
-        where = f"; the steps recorded so far are intact in {session.path}" if session is not None else ""
-        raise Fail(f"interrupted while a step was running{where}") from None
-    if session is not None:
-        print(f"session closed: {session.path} has {session.steps} steps, complete")
-        print(f"continue it:  acc-capture serve {shlex.quote(str(session.path))}")
+        raise
+    return server
 
 
-def _open_session(path: Path | None, condition: str | None, seed: int, device: str):
-    """An InspectAPI with a session on `path`, or on a new recording of `condition` at the next free recordings/runN."""
+def _open_session(path: Path | None, condition: str | None, seed: int, device: str, recordings_dir: Path):
+    """An InspectAPI with a session on `path`, or on a new recording of `condition` at the next free runN."""
     from acc.data import DataError
     from capture.live import InspectAPI, LiveSession
 
     command = shlex.join(["acc-capture", *sys.argv[1:]])
     try:
         if path is None:
-            new = next_free_run()
+            new = next_free_run(recordings_dir)
             check_output(new, force=False)
             session = LiveSession.create(new, condition, seed=seed, device=device)
         else:
@@ -369,7 +387,7 @@ def _open_session(path: Path | None, condition: str | None, seed: int, device: s
         raise Fail(str(e)) from None
     except (DataError, RecordingError, ValueError) as e:
         raise Fail(str(e)) from None
-    return InspectAPI(session, device=device)
+    return InspectAPI(session, recordings_dir=recordings_dir, device=device)
 
 
 @app.command()

@@ -1,14 +1,22 @@
-"""A small static file server for one recording: 127.0.0.1 only, nothing outside the directory."""
+"""A small file server for one recording: 127.0.0.1 only, nothing outside the directory.
+
+Started by `acc-capture view` it is a static server. Started by `acc-capture serve` it also answers
+the live-stepping API under `/inspect/` (an `InspectAPI`, see capture/live.py), marks the page it
+serves as live, rebuilds the recording's viewer after each step and follows `POST /inspect/setup`
+to the new recording it makes. A static server has no `/inspect/` at all (404).
+"""
 
 from __future__ import annotations
 
 import errno
+import io
+import json
+import math
 import os
 import posixpath
 import sys
 import threading
 import webbrowser
-from functools import partial
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -17,6 +25,11 @@ from urllib.parse import unquote, urlsplit
 from viewer.build import ViewerError
 
 HOST = "127.0.0.1"
+API = "/inspect"
+MAX_BODY = 64 * 1024  # bytes of a request body (the API's bodies are a few bytes of JSON)
+BODY_TIMEOUT = 10.0  # seconds to wait for a body the client announced
+# marks the page as served by `acc-capture serve`, so it asks /inspect/state (a static page never asks)
+LIVE_MARK = b'<meta name="acc-capture-live" content="inspect/">\n'
 TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -31,17 +44,26 @@ TYPES = {
 
 
 class RecordingHandler(SimpleHTTPRequestHandler):
-    """Serves regular files under `directory`; refuses `..`, NUL bytes and anything a symlink leads out to."""
+    """Serves regular files under the server's root; refuses `..`, NUL bytes and anything a symlink leads out to.
+
+    With an API on the server, also answers `/inspect/...` (GET and POST) with JSON.
+    """
 
     protocol_version = "HTTP/1.1"  # keep-alive: a step is a dozen small requests
     disable_nagle_algorithm = True  # answer each small request at once, not after the client's ACK
 
-    def __init__(self, *args, directory: str, **kwargs):
-        self.root = os.path.realpath(directory)
-        super().__init__(*args, directory=self.root, **kwargs)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, directory=os.sep, **kwargs)  # (unused: every path is resolved against the root)
+
+    @property
+    def root(self) -> str | None:
+        return self.server.root  # read per request: `setup` may switch the server to a new recording
 
     def resolve(self) -> tuple[str | None, HTTPStatus]:
         """The real path of the requested file, or None and the status to answer with."""
+        root = self.root
+        if root is None:
+            return None, HTTPStatus.SERVICE_UNAVAILABLE
         raw = urlsplit(self.path).path
         path = unquote(raw, errors="strict") if "%" in raw else raw
         if "\x00" in path or "\\" in path or not path.startswith("/"):
@@ -51,8 +73,8 @@ class RecordingHandler(SimpleHTTPRequestHandler):
             return None, HTTPStatus.FORBIDDEN
         if not parts or path.endswith("/"):
             parts.append("index.html")
-        real = os.path.realpath(os.path.join(self.root, *parts))
-        if os.path.commonpath([real, self.root]) != self.root:
+        real = os.path.realpath(os.path.join(root, *parts))
+        if os.path.commonpath([real, root]) != root:
             return None, HTTPStatus.FORBIDDEN
         if not os.path.isfile(real):
             return None, HTTPStatus.NOT_FOUND
@@ -70,10 +92,141 @@ class RecordingHandler(SimpleHTTPRequestHandler):
             self.send_error(status)
             return None
         self._resolved = real
+        if self.server.api is not None and real == os.path.join(self.root, "index.html"):
+            return self.live_page(real)
         return super().send_head()
 
+    def live_page(self, real: str):
+        """The recording's page, marked live (in the answer only: on disk it stays a static page)."""
+        try:
+            with open(real, "rb") as f:
+                html = f.read()
+        except OSError:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return None
+        html = html.replace(b"</head>", LIVE_MARK + b"</head>", 1)
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", TYPES[".html"])
+        self.send_header("Content-Length", str(len(html)))
+        self.end_headers()
+        return io.BytesIO(html)
+
+    # -- the /inspect/ API
+    def is_api(self) -> bool:
+        path = urlsplit(self.path).path
+        return path == API or path.startswith(API + "/")
+
+    def do_GET(self):
+        if self.is_api():
+            self.api_request("GET")
+        else:
+            super().do_GET()
+
+    def do_HEAD(self):
+        if self.is_api():
+            self.send_error(HTTPStatus.NOT_FOUND if self.server.api is None else HTTPStatus.METHOD_NOT_ALLOWED)
+        else:
+            super().do_HEAD()
+
+    def do_POST(self):
+        if self.is_api():
+            self.api_request("POST")
+        else:
+            self.close_connection = True  # (its body is not read)
+            self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+            self.send_header("Allow", "GET, HEAD")
+            self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")
+            self.end_headers()
+
+    def api_request(self, method: str) -> None:
+        api = self.server.api
+        if api is None:  # a static server: there is no API (the page never asks one)
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        body = b""
+        if method == "POST":
+            body = self.read_body()
+            if body is None:
+                return
+        if not self.local_request(method):
+            self.send_json(HTTPStatus.FORBIDDEN, {"error": "requests to the API must come from this server's own pages"})
+            return
+        try:
+            status, answer = api.handle(method, self.path, body)
+        except Exception as e:  # a bug or a damaged recording: one line for the client, not a dropped connection
+            status, answer = HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(e).__name__}: {e}"}
+        self.send_json(status, answer)
+
+    def local_request(self, method: str) -> bool:
+        """Host names this server (no DNS rebinding) and a browser's POST comes from a page of this server."""
+        port = self.server.server_address[1]
+        names = {f"{HOST}:{port}", f"localhost:{port}"} | ({HOST, "localhost"} if port == 80 else set())
+        if self.headers.get("Host", "").lower() not in names:
+            return False
+        origin = self.headers.get("Origin")
+        return method != "POST" or origin is None or origin.lower() in {f"http://{n}" for n in names}
+
+    def read_body(self) -> bytes | None:
+        """The request body by its Content-Length (none: empty); None when an error was answered instead."""
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            self.send_json(HTTPStatus.LENGTH_REQUIRED, {"error": "send the body with a Content-Length"})
+            return None
+        text = self.headers.get("Content-Length", "0").strip()
+        if not text.isdigit():
+            self.close_connection = True
+            self.send_json(HTTPStatus.BAD_REQUEST, {"error": f"bad Content-Length {text[:40]!r}"})
+            return None
+        length = int(text)
+        if length > MAX_BODY:
+            self.close_connection = True
+            if length <= 16 * MAX_BODY:
+                self.read_exactly(length, keep=False)  # so that the client reads the answer, not a reset
+            self.send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"the body is over {MAX_BODY} bytes"})
+            return None
+        body = self.read_exactly(length)
+        if len(body) != length:
+            self.close_connection = True
+            self.send_json(HTTPStatus.BAD_REQUEST, {"error": f"the body ended after {len(body)} of {length} bytes"})
+            return None
+        return body
+
+    def read_exactly(self, length: int, keep: bool = True) -> bytes:
+        """Up to `length` bytes of the body (fewer if the client stops sending); kept or discarded."""
+        parts, got = [], 0
+        self.connection.settimeout(BODY_TIMEOUT)
+        try:
+            while got < length and (part := self.rfile.read(min(length - got, MAX_BODY))):
+                got += len(part)
+                if keep:
+                    parts.append(part)
+        except TimeoutError:
+            pass
+        finally:
+            self.connection.settimeout(self.timeout)
+        return b"".join(parts) if keep else b""
+
+    def send_json(self, status: int, answer) -> None:
+        data = _json_bytes(answer)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.cache_control = "no-store"
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+
+
+    cache_control = None  # for the answer being sent; "no-cache" unless set
+
     def end_headers(self):
-        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Cache-Control", self.cache_control or "no-cache")
+        self.cache_control = None
         self.send_header("X-Content-Type-Options", "nosniff")
         super().end_headers()
 
@@ -95,6 +248,8 @@ class RecordingHandler(SimpleHTTPRequestHandler):
 
 class RecordingServer(ThreadingHTTPServer):
     daemon_threads = True
+    root: str | None = None  # the real path of the recording served
+    api = None  # the InspectAPI when started by `acc-capture serve`; None: a static server
 
     def handle_error(self, request, client_address) -> None:
         """A client that hung up mid-answer (a browser dropping a prefetch) is no error worth a trace."""
@@ -105,28 +260,68 @@ class RecordingServer(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://{HOST}:{self.server_address[1]}/"
 
+    def set_root(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        if not (directory / "index.html").is_file():
+            raise ViewerError(f"no viewer in {directory}; build it first (acc-capture view --build-only)")
+        self.root = os.path.realpath(directory)
 
-def make_server(directory: str | Path, port: int = 0) -> RecordingServer:
-    """Bind a server for `directory` on 127.0.0.1:`port` (0: any free port); does not start serving."""
-    directory = Path(directory)
-    if not (directory / "index.html").is_file():
+    def attach(self, api) -> None:
+        """Answer the /inspect/ API with `api`; keep the served recording's viewer current as it changes."""
+        self.build_lock = threading.Lock()  # held while the viewer is rebuilt
+        api.on_change = self.rebuild
+        api.on_new_recording = self.switch_to
+        self.api = api
+
+    def rebuild(self, path: Path) -> bool:
+        """Rebuild the viewer in a recording (its steps and status changed): a reload shows them, and so
+        does any static server later. A failure is a warning: the page in the browser needs no rebuild."""
+        from capture.recording import Recording, RecordingError
+        from viewer.build import build
+
+        with self.build_lock:
+            try:
+                build(Recording.open(path))
+                return True
+            except (ViewerError, RecordingError, OSError) as e:
+                print(f"warning: could not rebuild the viewer in {path}: {e}", file=sys.stderr, flush=True)
+                return False
+
+    def switch_to(self, path: Path) -> None:
+        """`setup` made a new recording: serve it from now on (its page reloads itself to show it)."""
+        if self.rebuild(path):
+            self.root = os.path.realpath(path)
+            print(f"live session on a new recording: {path}", flush=True)
+
+
+def make_server(directory: str | Path | None, port: int = 0, api=None) -> RecordingServer:
+    """Bind a server for `directory` on 127.0.0.1:`port` (0: any free port); does not start serving.
+
+    `api`: an InspectAPI to answer /inspect/ with (as `acc-capture serve` does). `directory` None:
+    bind now and `set_root` before serving.
+    """
+    if directory is not None and not (Path(directory) / "index.html").is_file():
         raise ViewerError(f"no viewer in {directory}; build it first (acc-capture view --build-only)")
     if not 0 <= port <= 65535:
         raise ViewerError(f"--port must be between 0 and 65535, not {port}")
     try:
-        return RecordingServer((HOST, port), partial(RecordingHandler, directory=str(directory)))
+        server = RecordingServer((HOST, port), RecordingHandler)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise ViewerError(f"port {port} on {HOST} is already in use; pick another with --port") from None
         if e.errno == errno.EACCES:
             raise ViewerError(f"not allowed to listen on port {port}; pick one above 1023 with --port") from None
         raise ViewerError(f"cannot listen on {HOST}:{port}: {e.strerror or e}") from None
+    if directory is not None:
+        server.set_root(directory)
+    if api is not None:
+        server.attach(api)
+    return server
 
 
-def serve(directory: str | Path, port: int = 8765, open_browser: bool = True) -> None:
-    """Serve the recording until Ctrl-C; print the URL and open it in a browser unless told not to."""
-    server = make_server(directory, port)
-    print(f"serving {directory} at {server.url}  (Ctrl-C to stop)", flush=True)
+def serve_until_interrupted(server: RecordingServer, open_browser: bool = True) -> None:
+    """Serve until Ctrl-C, then close the server; print the URL and open it in a browser unless told not to."""
+    print(f"serving {server.root} at {server.url}  (Ctrl-C to stop)", flush=True)
     if open_browser:
         threading.Timer(0.2, webbrowser.open, args=(server.url,)).start()
     try:
@@ -135,3 +330,28 @@ def serve(directory: str | Path, port: int = 8765, open_browser: bool = True) ->
         pass
     finally:
         server.server_close()
+
+
+def serve(directory: str | Path, port: int = 8765, open_browser: bool = True) -> None:
+    """Serve the recording statically until Ctrl-C."""
+    server = make_server(directory, port)
+    serve_until_interrupted(server, open_browser)
+
+
+def _json_bytes(answer) -> bytes:
+    """JSON with NaN and Inf as null (JSON has no such numbers; a diverged loss must not break the answer)."""
+    try:
+        text = json.dumps(answer, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        text = json.dumps(_finite(answer), allow_nan=False, separators=(",", ":"))
+    return text.encode()
+
+
+def _finite(x):
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x

@@ -1,13 +1,15 @@
 // The page: reads the inlined run description, builds every section, and shows one step at a
 // time. Showing a step fetches one chunk per array that an open section needs (collapsed
 // sections fetch nothing), draws every open panel, then marks the page root
-// data-step / data-ready="true" and prefetches the neighbouring steps.
+// data-step / data-ready="true" and prefetches the neighbouring steps. Served by `acc-capture
+// serve`, the page also trains: see live.js.
 import { ChunkStore, Cancelled, PRIO, locate } from "./data.js";
 import { Panel } from "./panels.js";
 import { h } from "./plots.js";
 import { formatValue } from "./stats.js";
 import { MetricsTable } from "./table.js";
 import { Timeline } from "./timeline.js";
+import { Live } from "./live.js";
 import { chunkIndex, rowLength } from "./zarr.js";
 
 const root = document.documentElement;
@@ -192,6 +194,30 @@ class Viewer {
     this.prefetch(step);
   }
 
+  /**
+   * The recording has `steps` steps now (a live session appended some): refetch the chunks that
+   * changed (the last one of every array that holds several steps a chunk), redraw the timeline
+   * and the step bounds, and show the newest step.
+   */
+  async grow(steps) {
+    const page = this.page;
+    const old = this.steps;
+    if (!(steps > old)) return;
+    for (const [name, meta] of Object.entries(page.arrays)) {
+      const last = chunkIndex(meta, steps - 1);
+      for (let i = chunkIndex(meta, Math.max(old - 1, 0)); i <= last; i++) this.store.refresh(name, i);
+    }
+    page.run.steps = this.steps = steps;
+    for (const el of [$("#step-input"), $("#step-slider")]) el.max = String(steps - 1);
+    $("#step-last").textContent = `/ ${steps - 1}`;
+    $("#run-steps").textContent = String(steps);
+    this.timeline.reset();
+    this.basics = loadBasics(this.store, page);
+    await this.basics;
+    if (page.full) $("#run-full").textContent = String(page.full.reduce((a, b) => a + (b ? 1 : 0), 0));
+    await this.go(steps - 1);
+  }
+
   prefetch(step) {
     const ahead = this.playing ? [1, 2, 3] : [1, -1];
     for (const d of ahead) {
@@ -280,6 +306,11 @@ class Viewer {
   /** basics: the promise of the per-step flags and loss the toolbar shows (see main). */
   async start(basics) {
     this.wire();
+    if (!this.steps) {  // a live session on a new recording: the first Step shows the first step
+      $("#status").textContent = "no steps recorded yet";
+      root.dataset.ready = "true";
+      return;
+    }
     const s = stepFromHash();
     const first = s === null ? 0 : this.clamp(s);
     // with every step fully captured the first step needs no flags to plan: load both at once
@@ -295,11 +326,19 @@ function stepFromHash() {
   return m ? Number(m[1]) : null;
 }
 
+/** The per-step flags and loss the toolbar shows, for every step; resolves once they are on `page`. */
+function loadBasics(store, page) {
+  return Promise.all(["full", "nonfinite", "lossSeries"].filter((f) => page.arrays[`summary/${page.names[f]}`])
+    .map((f) => store.series(`summary/${page.names[f]}`, page.run.steps).then((v) => { page[f] = v; })));
+}
+
 function main() {
   const raw = JSON.parse(document.getElementById("acc-data").textContent);
   const page = makePage(raw);
   $("#boot-note").hidden = true;
-  if (!page.run.steps) {
+  // `acc-capture serve` marks the page it serves; a static server's page never asks for the API
+  const liveMark = document.querySelector('meta[name="acc-capture-live"]');
+  if (!page.run.steps && !liveMark) {
     $("#status").textContent = "this recording has no completed steps yet";
     root.dataset.ready = "true";
     return;
@@ -307,11 +346,11 @@ function main() {
   performance.mark("acc:start");
   // start the worker and the first requests before building the page
   const store = new ChunkStore(page.arrays, document.baseURI);
-  const basics = Promise.all(["full", "nonfinite", "lossSeries"].filter((f) => page.arrays[`summary/${page.names[f]}`])
-    .map((f) => store.series(`summary/${page.names[f]}`, page.run.steps).then((v) => { page[f] = v; })));
+  const basics = loadBasics(store, page);
   const viewer = new Viewer(page, store);
   performance.mark("acc:built");
   window.accViewer = viewer;  // for the console: accViewer.go(17), accViewer.lastMs
+  if (liveMark) viewer.live = new Live(viewer, new URL(liveMark.content, document.baseURI));
   viewer.start(basics).catch((err) => viewer.fail(err));
 }
 

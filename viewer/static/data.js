@@ -1,7 +1,7 @@
 // The page's data source: chunks fetched and decoded by the worker, kept in a cache bounded in
 // bytes (least recently used out first; the timeline's summaries stay), and where each key of a
 // step comes from (a summary row, a tensor chunk, or nowhere, and why).
-import { chunkCount, chunkIndex, chunkPath, decodeChunk, fillChunk, rowLength } from "./zarr.js";
+import { DTYPES, chunkCount, chunkIndex, chunkPath, decodeChunk, fillChunk, rowLength } from "./zarr.js";
 
 export const PRIO = { now: 2, prefetch: 1 };
 
@@ -84,6 +84,7 @@ export class ChunkStore {
   async series(array, steps) {
     const meta = this.arrays[array];
     const n = rowLength(meta);
+    if (!steps) return new DTYPES[meta.dtype](0);
     const parts = await Promise.all(Array.from({ length: chunkCount(meta, steps) }, (_, i) => this.chunk(array, i, PRIO.now, true)));
     if (parts.length === 1) return parts[0].data.subarray(0, steps * n);
     const out = new parts[0].data.constructor(steps * n);
@@ -98,6 +99,21 @@ export class ChunkStore {
   has(array, step) {
     const e = this.entries.get(`${array}#${chunkIndex(this.arrays[array], step)}`);
     return Boolean(e && e.value);
+  }
+
+  /**
+   * Forget chunk `index` of `array`: its file on disk changed (a live session appended steps to it),
+   * so the next request fetches it again. A request in flight still answers whoever waits for it,
+   * but its answer no longer fills the cache.
+   */
+  refresh(array, index) {
+    const key = `${array}#${index}`;
+    const e = this.entries.get(key);
+    if (!e) return;
+    this.entries.delete(key);
+    this.bytes -= e.bytes;
+    e.bytes = 0;
+    e.stale = true;
   }
 
   /** Ask the worker to drop queued requests that `keep(array, index)` no longer wants. */
@@ -120,21 +136,24 @@ export class ChunkStore {
     }
     this.byId.delete(m.id);
     if (m.status === "error") {
-      this.entries.delete(e.key);
+      if (this.entries.get(e.key) === e) this.entries.delete(e.key);
       e.reject(new Error(m.message));
       return;
     }
     e.value = { data: m.data, missing: m.status === "missing" };
-    e.bytes = m.data.byteLength;
-    this.bytes += e.bytes;
+    if (!e.stale) {
+      e.bytes = m.data.byteLength;
+      this.bytes += e.bytes;
+    }
     e.resolve(e.value);
     this.evict();
   }
 
   forget(e) {
-    this.entries.delete(e.key);
+    if (this.entries.get(e.key) === e) this.entries.delete(e.key);
     this.byId.delete(e.id);
     this.bytes -= e.bytes;
+    e.bytes = 0;
   }
 
   evict() {

@@ -15,17 +15,29 @@ export class Timeline {
     this.heat = null;
     this.marker = null;
     this.ready = null;
+    this.generation = 0;
   }
 
   /** Fetch the summaries and draw (once); resolves when drawn. */
   load(store) {
-    this.ready ||= this.build(store);
+    this.ready ||= this.build(store, this.generation);
     return this.ready;
   }
 
-  async build(store) {
+  /** Forget the drawing (the run has more steps now): the next load() draws it again. */
+  reset() {
+    this.generation++;
+    this.parent.replaceChildren();
+    this.charts = [];
+    this.heat = null;
+    this.marker = null;
+    this.ready = null;
+  }
+
+  async build(store, generation) {
     const { page, parent } = this;
     const steps = page.run.steps;
+    const current = () => generation === this.generation;  // not reset since this drawing began
     const has = (name) => Boolean(page.arrays[`summary/${name}`]);
     const grid = h("div", { class: "charts" });
     parent.append(grid);
@@ -60,6 +72,7 @@ export class Timeline {
       box.append(h("p", { class: "missing", text: page.missingSummary(name) }));
     } else {
       jobs.push(store.series(`summary/${name}`, steps).then((series) => {
+        if (!current()) return;
         const width = page.arrays[`summary/${name}`].shape[1];
         const { data, bins, start } = binSteps(series, steps, width, MAX_BINS);
         const cellW = Math.max(1, Math.min(12, Math.floor(MAX_BINS / bins)));
