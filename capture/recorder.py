@@ -47,22 +47,70 @@ class Policy:
         return {"full_every": self.full_every, "full_steps": [list(r) for r in self.full_steps]}
 
 
-async def _write_all(store, chunks: list[tuple[str, np.ndarray]], slices: list[tuple[zarr.Array, slice, np.ndarray]]) -> None:
-    """Write whole one-step chunks straight to the store, and slices of the summary arrays through zarr.
+class _Chunker:
+    """Turns the values of consecutive steps into whole chunks of one array, ready to encode and store.
 
-    A one-step chunk is its array's `bytes` (little-endian, C order) then `gzip` encoding, which
-    the arrays are created with (checked in `Recorder.__init__`); encoding it here skips zarr's
-    per-chunk bookkeeping, which costs more than the compression itself.
+    A chunk of one step is the step itself. A chunk of several steps (small tensors, summaries)
+    is kept in memory while it fills, and the whole of it is stored again each time it changes,
+    so nothing is read back and no chunk is ever half-written. Rows of steps not written (a
+    `--full-every` policy) hold the fill value, as zarr reads an unwritten chunk.
+    """
+
+    def __init__(self, arr: zarr.Array, start_step: int):
+        codecs = [c.to_dict() for c in arr.metadata.codecs]
+        if [c["name"] for c in codecs] != ["bytes", "gzip"] or codecs[0].get("configuration", {}).get("endian", "little") != "little":
+            raise ValueError(f"{arr.path} has codecs {codecs}; this recorder writes bytes(little) + gzip")
+        self.arr, self.per_chunk = arr, arr.chunks[0]
+        self.index, self.rows, self.dirty = -1, None, False
+        if self.per_chunk > 1 and start_step % self.per_chunk:  # resuming inside a chunk: keep its first rows
+            self._start(start_step // self.per_chunk)
+            first = self.index * self.per_chunk
+            self.rows[: start_step - first] = arr[first:start_step]
+            self.dirty = True
+
+    def _start(self, index: int) -> None:
+        self.index, self.dirty = index, False
+        self.rows = np.full((self.per_chunk, *self.arr.shape[1:]), self.arr.fill_value, dtype=self.arr.dtype)
+
+    def _key(self, index: int) -> str:
+        return f"{self.arr.path}/{self.arr.metadata.encode_chunk_key((index,) + (0,) * (self.arr.ndim - 1))}"
+
+    def chunks(self, t0: int, block: np.ndarray, keep: np.ndarray | None) -> list[tuple[str, np.ndarray]]:
+        """The chunks that steps t0.. change; `keep[i]` False leaves step t0+i unwritten."""
+        block = block.astype(self.arr.dtype, copy=False)
+        if self.per_chunk == 1:
+            return [(self._key(t0 + i), block[i]) for i in range(len(block)) if keep is None or keep[i]]
+        out = []
+        for i in range(len(block)):
+            index, row = divmod(t0 + i, self.per_chunk)
+            if index != self.index:
+                if self.dirty:
+                    out.append((self._key(self.index), self.rows))
+                self._start(index)
+            if keep is None or keep[i]:
+                self.rows[row] = block[i]
+                self.dirty = True
+        if self.dirty:
+            out.append((self._key(self.index), self.rows.copy()))
+        return out
+
+
+async def _write_chunks(store, chunks: list[tuple[str, np.ndarray]]) -> None:
+    """Encode each chunk as its array's codecs say, `bytes` (little-endian, C order) then `gzip`, and store it.
+
+    Doing the two codecs here, rather than through zarr's setitem, skips zarr's per-chunk
+    bookkeeping (which costs more than the compression) and its read-modify-write of partial
+    chunks. `_Chunker` checks that every array has exactly these codecs.
     """
     level = min(COMPRESSOR.level, 3)
     proto = default_buffer_prototype()
 
     async def put(key: str, data: np.ndarray) -> None:
-        packed = await asyncio.to_thread(igzip.compress, np.ascontiguousarray(data, data.dtype.newbyteorder("<")),
-                                         level, mtime=0)
+        raw = np.ascontiguousarray(data, data.dtype.newbyteorder("<"))
+        packed = await asyncio.to_thread(igzip.compress, raw, level, mtime=0)
         await store.set(key, proto.buffer.from_bytes(packed))
 
-    await asyncio.gather(*(put(k, a) for k, a in chunks), *(arr.async_array.setitem(sel, v) for arr, sel, v in slices))
+    await asyncio.gather(*(put(k, a) for k, a in chunks))
 
 
 def _now() -> str:
@@ -123,10 +171,8 @@ class Recorder:
         self.tensors = {StepTensorKey(k): root["tensors"][k] for k in meta["keys"]}
         self.summaries = dict(root["summary"].arrays())
         self.summary_names = [n for n in fmt.SUMMARIES if n in self.summaries]
-        for key, arr in self.tensors.items():
-            codecs = [c.to_dict() for c in arr.metadata.codecs]
-            if [c["name"] for c in codecs] != ["bytes", "gzip"] or codecs[0]["configuration"].get("endian") != "little":
-                raise ValueError(f"tensors/{key.value} has codecs {codecs}; this recorder writes bytes(little)+gzip")
+        self._chunkers = {arr.path: _Chunker(arr, self.steps_completed)
+                          for arr in [*self.tensors.values(), *self.summaries.values()]}
 
     @classmethod
     def create(cls, path: Path, config: RunConfig, policy: Policy, total_steps: int, *,
@@ -207,25 +253,16 @@ class Recorder:
         t0, t1 = self.steps_completed, self.steps_completed + len(steps)
         if [s for s, _ in steps] != list(range(t0, t1)):
             raise RuntimeError(f"steps out of order: expected {t0}..{t1 - 1}, got {[s for s, _ in steps]}")
-        full = [self.policy.is_full(s) for s, _ in steps]
+        full = np.array([self.policy.is_full(s) for s, _ in steps])
         blocks = {key: torch.stack([captures[key] for _, captures in steps]).numpy() for key in steps[0][1]}
-        chunks = []  # (store key, one step of a large tensor): encoded and written concurrently
-        slices = []  # (array, steps, values): small tensors and summaries, many steps a chunk, through zarr
-        for key, arr in self.tensors.items():
-            block = blocks[key].astype(arr.dtype, copy=False)
-            if arr.chunks[0] == 1:
-                zeros = (0,) * (block.ndim - 1)
-                chunks += [(f"{arr.path}/{arr.metadata.encode_chunk_key((t0 + i, *zeros))}", block[i])
-                           for i in range(len(steps)) if full[i]]
-            elif any(full):  # one write per chunk of steps (concurrent writes to one zarr chunk would race)
-                if not all(full):
-                    block = block.copy()
-                    block[~np.array(full)] = arr.fill_value  # what an unwritten step reads as anyway
-                slices.append((arr, slice(t0, t1), block))
         sums = fmt.summarize(blocks, self.summary_names)
-        sums[fmt.FULL_CAPTURE] = np.array(full)
-        slices += [(self.summaries[n], slice(t0, t1), v) for n, v in sums.items()]
-        sync(_write_all(self.root.store, chunks, slices))
+        sums[fmt.FULL_CAPTURE] = full
+        chunks = []  # (store key, chunk contents): encoded and written concurrently
+        for key, arr in self.tensors.items():
+            chunks += self._chunkers[arr.path].chunks(t0, blocks[key], full)
+        for name, values in sums.items():
+            chunks += self._chunkers[self.summaries[name].path].chunks(t0, values, None)
+        sync(_write_chunks(self.root.store, chunks))
         if state is not None:
             save_state(self.path, t1, state)
         self.steps_completed = t1
@@ -290,6 +327,8 @@ def record(run: Run, recorder: Recorder, steps: int, chunk_steps: int, on_progre
     inspector = StepInspector()
     hooks = InspectorHooks(run, inspector)
     writer = BackgroundWriter(recorder)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads - 1))  # leave a core to the writer: oversubscribed, both crawl
     try:
         done = 0
         while done < steps:
@@ -300,5 +339,6 @@ def record(run: Run, recorder: Recorder, steps: int, chunk_steps: int, on_progre
             if on_progress:
                 on_progress(n)
     finally:
+        torch.set_num_threads(threads)
         hooks.remove()
         writer.close()
