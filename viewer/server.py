@@ -129,15 +129,24 @@ class RecordingHandler(SimpleHTTPRequestHandler):
             super().do_HEAD()
 
     def do_POST(self):
-        if self.is_api():
+        if self.is_api() and self.server.api is not None:
             self.api_request("POST")
-        else:
-            self.close_connection = True  # (its body is not read)
-            self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
-            self.send_header("Allow", "GET, HEAD")
-            self.send_header("Content-Length", "0")
-            self.send_header("Connection", "close")
-            self.end_headers()
+            return
+        self.discard_body()  # so that the client reads the answer, not a reset
+        if self.is_api():  # a static server: there is no API
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        self.close_connection = True
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        self.send_header("Allow", "GET, HEAD")
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+
+    def discard_body(self) -> None:
+        text = self.headers.get("Content-Length", "0").strip()
+        if text.isdigit() and int(text) <= 16 * MAX_BODY and not self.headers.get("Transfer-Encoding"):
+            self.read_exactly(int(text), keep=False)
 
     def api_request(self, method: str) -> None:
         api = self.server.api
@@ -181,8 +190,7 @@ class RecordingHandler(SimpleHTTPRequestHandler):
         length = int(text)
         if length > MAX_BODY:
             self.close_connection = True
-            if length <= 16 * MAX_BODY:
-                self.read_exactly(length, keep=False)  # so that the client reads the answer, not a reset
+            self.discard_body()
             self.send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"the body is over {MAX_BODY} bytes"})
             return None
         body = self.read_exactly(length)
@@ -220,7 +228,6 @@ class RecordingHandler(SimpleHTTPRequestHandler):
             self.wfile.write(data)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
-
 
     cache_control = None  # for the answer being sent; "no-cache" unless set
 

@@ -59,7 +59,8 @@ export class Live {
       return;
     }
     if (!state.active) {
-      if (this.path !== null) this.say("the live session was closed");
+      // (an error that said why stays on screen)
+      if (this.path !== null && !this.status.classList.contains("error")) this.say("the live session was closed");
       this.setState("off");
       return;
     }
