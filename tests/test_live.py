@@ -508,16 +508,18 @@ def error_then_new_recording(page, live):
     assert post(live.port, "/inspect/teardown", {})[0] == 200
     page.watch.expected += [r"status of 409", r"^409 .*/inspect/step$"]  # provoked below
     page.click("#live [data-act='train'][data-n='1']")
-    page.wait_for_selector("#live-status.error")
-    assert "no active session" in page.locator("#live-status").text_content()
-    page.wait_for_selector("#live[data-state='off']")
+    page.wait_for_selector("#live[data-state='off'] #live-status.error")
+    assert "the live session is closed" in page.locator("#live-status").text_content()
+    assert any(r.startswith("409 ") for r in page.watch.bad_responses), page.watch.bad_responses
     assert not page.locator("#live [data-act='train']").first.is_visible()
     assert page.locator("#live-status").is_visible()
 
-    # a session on a new recording, made by another client: the next press shows it
+    # a session on a new recording, made by another client: the page reloads to show it
     assert post(live.port, "/inspect/setup", {"condition": "control"})[0] == 200
+    page.evaluate("window.sameDocument = true")
     page.evaluate("accViewer.live.probe()")  # (what the page does when it is shown again)
     page.wait_for_selector("[data-section='run-info'] dd:text('control')")
+    assert page.evaluate("window.sameDocument") is None
     page.wait_for_selector("#live[data-state='idle']")
     assert page.locator("#status").text_content() == "no steps recorded yet"
     page.click("#live [data-act='train'][data-n='1']")

@@ -98,6 +98,7 @@ export class Live {
       this.stop();
       this.say(`step failed: ${err.message}`, true);
       await this.probe();  // steps recorded before a failure are shown all the same
+      if (this.box.dataset.state === "off") this.say("step failed: the live session is closed", true);
       return;
     }
     this.stop();
