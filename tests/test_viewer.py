@@ -333,7 +333,7 @@ def test_every_section_drawn_and_steps_switch(page, server, request):
     page.evaluate("location.hash = '#step=21'")
     wait_step(page, 21)
     assert page.locator("#step-input").input_value() == "21"
-    assert page.watch.chunk_requests("/tensors/strength/c/21/"), "the worker's chunk requests were not recorded"
+    assert page.watch.chunk_requests("/tensors/strength/c.21."), "the worker's chunk requests were not recorded"
 
     page.click("[data-act='next']")
     wait_step(page, 22)
@@ -474,16 +474,16 @@ def test_collapsed_sections_fetch_nothing(page, bcl_site):
     page.locator("#step-input").fill("27")
     page.press("#step-input", "Enter")
     wait_step(page, 27)
-    assert page.watch.chunk_requests("/tensors/strength/c/27/")
-    assert not page.watch.chunk_requests("/tensors/batch_images/c/27/"), "the collapsed batch section fetched its step"
+    assert page.watch.chunk_requests("/tensors/strength/c.27.")
+    assert not page.watch.chunk_requests("/tensors/batch_images/c.27."), "the collapsed batch section fetched its step"
     # one request per array of the step
-    strength = page.watch.chunk_requests("/tensors/strength/c/27/")
+    strength = page.watch.chunk_requests("/tensors/strength/c.27.")
     assert len(strength) == 1, strength
     # opening a section fetches and draws its data for the step shown
     page.locator("[data-section='other'] > summary").click()
     wait_step(page, 27)
     page.wait_for_function("document.querySelector('[data-section=\"other\"] [data-key=\"som_delta\"]').dataset.step === '27'")
-    assert page.watch.chunk_requests("/tensors/som_delta/c/27/")
+    assert page.watch.chunk_requests("/tensors/som_delta/c.27.")
     assert all(c["distinct"] >= 2 for c in canvases(page, "other"))
     # the timeline reads summaries only, never a step's tensors
     assert not [u for u in page.watch.requests if "/tensors/loss/" in u]
@@ -545,7 +545,7 @@ def test_server_content_types(bcl_site):
     expected = {
         "/": "text/html", "/index.html": "text/html", "/viewer/app.js": "text/javascript",
         "/viewer/worker.js": "text/javascript", "/viewer/style.css": "text/css", "/zarr.json": "application/json",
-        "/viewer/zarr.json": "application/json", "/tensors/strength/c/3/0/0": "application/octet-stream",
+        "/viewer/zarr.json": "application/json", "/tensors/strength/c.3.0.0": "application/octet-stream",
     }
     for path, ctype in expected.items():
         conn.request("GET", path)  # one kept-alive connection for all
@@ -614,7 +614,7 @@ def test_sparse_recording_says_which_steps_have_tensors(page, sparse_site):
     # per-feature values are summaries, kept for every step
     assert page.locator("#metrics tbody tr").count() == 64
     assert all(c["distinct"] >= 2 for c in canvases(page, "trace-feature-novelty"))
-    assert not page.watch.chunk_requests("/tensors/batch_images/c/7/"), "fetched a chunk the policy never wrote"
+    assert not page.watch.chunk_requests("/tensors/batch_images/c.7."), "fetched a chunk the policy never wrote"
     page.click("#flags a:text('10')")
     wait_step(page, 10)
     assert all(c["distinct"] >= 2 for c in canvases(page, "batch"))
