@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +15,6 @@ import numpy as np
 import torch
 import zarr
 from isal import igzip
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 
 from acc.conditions import RunConfig
 from acc.recipe import InspectorHooks, Run
@@ -95,22 +93,33 @@ class _Chunker:
         return out
 
 
-async def _write_chunks(store, chunks: list[tuple[str, np.ndarray]]) -> None:
-    """Encode each chunk as its array's codecs say, `bytes` (little-endian, C order) then `gzip`, and store it.
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="acc-capture-write")
+
+
+def _write_chunks(root: Path, chunks: list[tuple[str, np.ndarray]]) -> None:
+    """Encode each chunk as its array's codecs say, `bytes` (little-endian, C order) then `gzip`, and
+    write it to its file atomically (a temporary name, then a rename), two at a time.
 
     Doing the two codecs here, rather than through zarr's setitem, skips zarr's per-chunk
     bookkeeping (which costs more than the compression) and its read-modify-write of partial
     chunks. `_Chunker` checks that every array has exactly these codecs.
     """
     level = min(COMPRESSOR.level, 3)
-    proto = default_buffer_prototype()
 
-    async def put(key: str, data: np.ndarray) -> None:
-        raw = np.ascontiguousarray(data, data.dtype.newbyteorder("<"))
-        packed = await asyncio.to_thread(igzip.compress, raw, level, mtime=0)
-        await store.set(key, proto.buffer.from_bytes(packed))
+    def put(item: tuple[str, np.ndarray]) -> None:
+        key, data = item
+        packed = igzip.compress(np.ascontiguousarray(data, data.dtype.newbyteorder("<")), level, mtime=0)
+        target = root / key
+        tmp = target.with_name(target.name + ".partial")
+        try:
+            tmp.write_bytes(packed)
+        except FileNotFoundError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(packed)
+        os.replace(tmp, target)
 
-    await asyncio.gather(*(put(k, a) for k, a in chunks))
+    for _ in _POOL.map(put, chunks):  # (raises the first error)
+        pass
 
 
 def _now() -> str:
@@ -159,7 +168,7 @@ class Recorder:
 
     `steps_completed` in the root attributes is raised only after every array of those steps, and
     the training state that continues from there, are written; each file is replaced atomically,
-    so a kill at any moment leaves the completed steps intact and resumable. The process holds an
+    so a kill at any moment leaves the completed steps intact and resumable (a killed write can leave a `.partial` file beside its chunk; nothing reads it). The process holds an
     flock on the directory while it writes (see `format.lock_writer`).
     """
 
@@ -262,7 +271,7 @@ class Recorder:
             chunks += self._chunkers[arr.path].chunks(t0, blocks[key], full)
         for name, values in sums.items():
             chunks += self._chunkers[self.summaries[name].path].chunks(t0, values, None)
-        sync(_write_chunks(self.root.store, chunks))
+        _write_chunks(self.path, chunks)
         if state is not None:
             save_state(self.path, t1, state)
         self.steps_completed = t1
