@@ -117,7 +117,7 @@ def run(
     """Train under a condition and record every step's tensors to a Zarr recording."""
     from acc.data import DataError
     from acc.recipe import build_run, resolve_device
-    from capture.recorder import Policy, Recorder, record
+    from capture.recorder import Policy, Recorder
 
     if steps <= 0:
         raise Fail(f"--steps must be a positive number of steps, not {steps}")

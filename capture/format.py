@@ -118,6 +118,19 @@ def parse_ranges(text: str) -> list[tuple[int, int]]:
     return ranges
 
 
+def plain_gzip(arr) -> bool:
+    """True if a zarr array's codecs are exactly `bytes` (little-endian) then `gzip`, as this tool writes:
+    its chunk files can then be encoded and decoded directly (see recorder._write_chunks, recording._read_row)."""
+    codecs = [c.to_dict() for c in arr.metadata.codecs]
+    return ([c["name"] for c in codecs] == ["bytes", "gzip"]
+            and codecs[0].get("configuration", {}).get("endian", "little") == "little")
+
+
+def chunk_key(arr, index: int) -> str:
+    """The store key of the chunk holding steps index*chunks[0].. of `arr`, e.g. `tensors/loss/c.3`."""
+    return f"{arr.path}/{arr.metadata.encode_chunk_key((index,) + (0,) * (arr.ndim - 1))}"
+
+
 def lock_writer(path: Path) -> int:
     """Take the recording's writer lock: an flock on the directory itself, released when the process ends.
 

@@ -55,9 +55,8 @@ class _Chunker:
     """
 
     def __init__(self, arr: zarr.Array, start_step: int):
-        codecs = [c.to_dict() for c in arr.metadata.codecs]
-        if [c["name"] for c in codecs] != ["bytes", "gzip"] or codecs[0].get("configuration", {}).get("endian", "little") != "little":
-            raise ValueError(f"{arr.path} has codecs {codecs}; this recorder writes bytes(little) + gzip")
+        if not fmt.plain_gzip(arr):
+            raise ValueError(f"{arr.path} has codecs {arr.metadata.codecs}; this recorder writes bytes(little) + gzip")
         self.arr, self.per_chunk = arr, arr.chunks[0]
         self.index, self.rows, self.dirty = -1, None, False
         if self.per_chunk > 1 and start_step % self.per_chunk:  # resuming inside a chunk: keep its first rows
@@ -70,26 +69,23 @@ class _Chunker:
         self.index, self.dirty = index, False
         self.rows = np.full((self.per_chunk, *self.arr.shape[1:]), self.arr.fill_value, dtype=self.arr.dtype)
 
-    def _key(self, index: int) -> str:
-        return f"{self.arr.path}/{self.arr.metadata.encode_chunk_key((index,) + (0,) * (self.arr.ndim - 1))}"
-
     def chunks(self, t0: int, block: np.ndarray, keep: np.ndarray | None) -> list[tuple[str, np.ndarray]]:
         """The chunks that steps t0.. change; `keep[i]` False leaves step t0+i unwritten."""
         block = block.astype(self.arr.dtype, copy=False)
         if self.per_chunk == 1:
-            return [(self._key(t0 + i), block[i]) for i in range(len(block)) if keep is None or keep[i]]
+            return [(fmt.chunk_key(self.arr, t0 + i), block[i]) for i in range(len(block)) if keep is None or keep[i]]
         out = []
         for i in range(len(block)):
             index, row = divmod(t0 + i, self.per_chunk)
             if index != self.index:
                 if self.dirty:
-                    out.append((self._key(self.index), self.rows))
+                    out.append((fmt.chunk_key(self.arr, self.index), self.rows))
                 self._start(index)
             if keep is None or keep[i]:
                 self.rows[row] = block[i]
                 self.dirty = True
         if self.dirty:
-            out.append((self._key(self.index), self.rows.copy()))
+            out.append((fmt.chunk_key(self.arr, self.index), self.rows.copy()))
         return out
 
 

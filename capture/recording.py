@@ -64,17 +64,14 @@ _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_
 def _read_row(path: Path, arr: zarr.Array, n: int) -> np.ndarray:
     """Step `n` of one array. In the `bytes` + `gzip` encoding this tool writes, the chunk file is
     read and decoded by ISA-L directly (zarr's generic path costs twice as much); otherwise zarr."""
-    codecs = [c.to_dict() for c in arr.metadata.codecs]
-    if [c["name"] for c in codecs] != ["bytes", "gzip"]:
+    if not fmt.plain_gzip(arr):
         return arr[n]
     index, row = divmod(n, arr.chunks[0])
     try:
-        packed = (path / arr.path / arr.metadata.encode_chunk_key((index,) + (0,) * (arr.ndim - 1))).read_bytes()
+        packed = (path / fmt.chunk_key(arr, index)).read_bytes()
     except FileNotFoundError:  # an unwritten chunk reads as the fill value
         return np.full(arr.shape[1:], arr.fill_value, dtype=arr.dtype)
-    endian = codecs[0].get("configuration", {}).get("endian", "little")
-    dtype = arr.dtype.newbyteorder("<" if endian == "little" else ">")
-    return np.frombuffer(igzip.decompress(packed), dtype).reshape(arr.chunks)[row].astype(arr.dtype)
+    return np.frombuffer(igzip.decompress(packed), arr.dtype.newbyteorder("<")).reshape(arr.chunks)[row].astype(arr.dtype)
 
 
 class Recording:
