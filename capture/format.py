@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import fcntl
 import os
+import struct
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -17,6 +17,7 @@ FORMAT_VERSION = 1
 ATTRS_KEY = "acc_capture"
 SUMMARY_CHUNK = 1024  # steps per chunk of a summary array
 SMALL_BYTES, SMALL_CHUNK = 4096, 64  # a tensor of at most SMALL_BYTES per step is chunked SMALL_CHUNK steps a chunk
+SHARD_STEPS = 20  # a larger tensor: one chunk per step, SHARD_STEPS chunks per file (a zarr shard)
 STATE_GROUP = "state"  # training state at the last completed step, for resume
 DEAD_WIN_RATE = 0.01  # a feature whose win_rate is below this is dead
 
@@ -118,17 +119,74 @@ def parse_ranges(text: str) -> list[tuple[int, int]]:
     return ranges
 
 
-def plain_gzip(arr) -> bool:
-    """True if a zarr array's codecs are exactly `bytes` (little-endian) then `gzip`, as this tool writes:
-    its chunk files can then be encoded and decoded directly (see recorder._write_chunks, recording._read_row)."""
+class Files(NamedTuple):
+    """How the files of an array this tool writes are laid out (see `file_layout`)."""
+
+    steps: int  # steps per file
+    sharded: bool  # True: one gzip chunk per step, then the shard index; False: one gzip chunk of them all
+
+
+EMPTY = 2**64 - 1  # a shard index entry (offset, nbytes) of an empty chunk: both this
+_LITTLE_BYTES = {"name": "bytes", "configuration": {"endian": "little"}}
+
+
+def file_layout(arr) -> Files | None:
+    """The layout of `arr`'s files if it is one this tool writes and reads directly, else None
+    (readers then go through zarr). Two layouts, both along the step dimension only:
+
+    - codecs `bytes` (little-endian) then `gzip`: a file is one chunk of `chunks[0]` steps;
+    - `sharding_indexed` of one-step chunks, each `bytes` (little) then `gzip`, with a `bytes`
+      index at the end: a file is a shard of `shards[0]` steps (recorder._Chunker, recording._read_row).
+    """
     codecs = [c.to_dict() for c in arr.metadata.codecs]
-    return ([c["name"] for c in codecs] == ["bytes", "gzip"]
-            and codecs[0].get("configuration", {}).get("endian", "little") == "little")
+
+    def plain(cs: list[dict]) -> bool:
+        return [c["name"] for c in cs] == ["bytes", "gzip"] and cs[0].get("configuration", {}).get("endian", "little") == "little"
+
+    if plain(codecs):
+        return Files(arr.chunks[0], False)
+    if len(codecs) == 1 and codecs[0]["name"] == "sharding_indexed":
+        conf = codecs[0]["configuration"]
+        if (plain(list(conf["codecs"])) and list(conf["index_codecs"]) == [_LITTLE_BYTES] and conf.get("index_location", "end") == "end"
+                and tuple(conf["chunk_shape"]) == (1, *arr.shape[1:])):
+            return Files(arr.shards[0], True)
+    return None
 
 
 def chunk_key(arr, index: int) -> str:
-    """The store key of the chunk holding steps index*chunks[0].. of `arr`, e.g. `tensors/loss/c.3`."""
+    """The store key of file `index` along the step dimension of `arr` (its chunk, or its shard), e.g. `tensors/loss/c.3`."""
     return f"{arr.path}/{arr.metadata.encode_chunk_key((index,) + (0,) * (arr.ndim - 1))}"
+
+
+def encode_shard(chunks: list[bytes | None]) -> bytes:
+    """A shard file: the encoded chunks (None: not written) one after the other, then the index of
+    (offset, nbytes) pairs, uint64 little-endian, EMPTY for a chunk not written."""
+    index, offset = [], 0
+    for c in chunks:
+        index += [EMPTY, EMPTY] if c is None else [offset, len(c)]
+        offset += len(c or b"")
+    return b"".join(c for c in chunks if c) + struct.pack(f"<{len(index)}Q", *index)
+
+
+def shard_chunks(data: bytes, n: int) -> list[bytes | None]:
+    """The n encoded chunks of a whole shard file (None where the index says empty)."""
+    entries = struct.unpack(f"<{2 * n}Q", data[len(data) - 16 * n:])
+    return [None if off == EMPTY else data[off:off + size] for off, size in zip(entries[::2], entries[1::2])]
+
+
+def read_shard_chunk(file: Path, n: int, i: int) -> bytes | None:
+    """Chunk `i` of the n-chunk shard `file` (None if empty), reading only its index entry and its bytes."""
+    with open(file, "rb") as f:
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
+        if size < 16 * n:
+            raise ValueError(f"corrupt shard {file}: {size} bytes is less than its index")
+        off, nbytes = struct.unpack("<QQ", os.pread(fd, 16, size - 16 * (n - i)))
+        if off == EMPTY:
+            return None
+        if off + nbytes > size - 16 * n:
+            raise ValueError(f"corrupt shard {file}: chunk {i} lies outside the data")
+        return os.pread(fd, nbytes, off)
 
 
 def lock_writer(path: Path) -> int:

@@ -9,12 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numcodecs
 import numpy as np
 import torch
 import zarr
 from isal import igzip
+from zarr.codecs import BytesCodec, ShardingCodec
 
 from acc.conditions import RunConfig
 from acc.recipe import InspectorHooks, Run
@@ -24,6 +26,7 @@ from capture.codecs import IsalGzipCodec
 
 CHUNK_KEYS = {"name": "default", "separator": "."}  # c.17.0.0: one flat folder per array, no mkdir per step
 COMPRESSOR = IsalGzipCodec(level=1)  # plain gzip on disk: browsers decode it natively (DecompressionStream)
+LITTLE = BytesCodec(endian="little")
 
 
 @dataclass
@@ -46,75 +49,108 @@ class Policy:
 
 
 class _Chunker:
-    """Turns the values of consecutive steps into whole chunks of one array, ready to encode and store.
+    """Turns the values of consecutive steps into whole files of one array, ready to write.
 
-    A chunk of one step is the step itself. A chunk of several steps (small tensors, summaries)
-    is kept in memory while it fills, and the whole of it is stored again each time it changes,
-    so nothing is read back and no chunk is ever half-written. Rows of steps not written (a
-    `--full-every` policy) hold the fill value, as zarr reads an unwritten chunk.
+    A file holds `files.steps` steps (see `format.file_layout`): one gzip chunk of them all (small
+    tensors, summaries), or a shard of one gzip chunk per step (large tensors). The file being
+    filled is kept in memory, its chunks already encoded, and written whole each time it changes,
+    so nothing is read back, nothing is encoded twice and no file is ever half-written. Steps not
+    written (a `--full-every` policy) read as the fill value: rows of the fill value in a chunk,
+    empty chunks in a shard.
     """
 
-    def __init__(self, arr: zarr.Array, start_step: int):
-        if not fmt.plain_gzip(arr):
+    def __init__(self, root: Path, arr: zarr.Array, start_step: int):
+        files = fmt.file_layout(arr)
+        if files is None:
             raise ValueError(f"{arr.path} has codecs {arr.metadata.codecs}; this recorder writes bytes(little) + gzip")
-        self.arr, self.per_chunk = arr, arr.chunks[0]
-        self.index, self.rows, self.dirty = -1, None, False
-        if self.per_chunk > 1 and start_step % self.per_chunk:  # resuming inside a chunk: keep its first rows
-            self._start(start_step // self.per_chunk)
-            first = self.index * self.per_chunk
-            self.rows[: start_step - first] = arr[first:start_step]
+        self.arr, self.per_file, self.sharded = arr, files.steps, files.sharded
+        self.index, self.dirty = -1, False
+        if start_step % self.per_file:  # resuming inside a file: keep its first steps
+            self._start(start_step // self.per_file)
+            first = self.index * self.per_file
+            if self.sharded:
+                try:
+                    data = (root / fmt.chunk_key(arr, self.index)).read_bytes()
+                    self.encoded[: start_step - first] = fmt.shard_chunks(data, self.per_file)[: start_step - first]
+                except FileNotFoundError:  # none of its steps kept full tensors
+                    pass
+            else:
+                self.rows[: start_step - first] = arr[first:start_step]
             self.dirty = True
 
     def _start(self, index: int) -> None:
         self.index, self.dirty = index, False
-        self.rows = np.full((self.per_chunk, *self.arr.shape[1:]), self.arr.fill_value, dtype=self.arr.dtype)
+        if self.sharded:
+            self.encoded: list[bytes | None] = [None] * self.per_file
+            self.pending: dict[int, np.ndarray] = {}  # step in the shard -> values not encoded yet
+        else:
+            self.rows = np.full((self.per_file, *self.arr.shape[1:]), self.arr.fill_value, dtype=self.arr.dtype)
 
-    def chunks(self, t0: int, block: np.ndarray, keep: np.ndarray | None) -> list[tuple[str, np.ndarray]]:
-        """The chunks that steps t0.. change; `keep[i]` False leaves step t0+i unwritten."""
+    def _file(self) -> tuple[str, Callable[[], bytes]]:
+        """The current file: its store key, and a function that encodes it (run on the writing pool)."""
+        key = fmt.chunk_key(self.arr, self.index)
+        if not self.sharded:
+            rows = self.rows.copy()
+            return key, lambda: _gzip(rows)
+        encoded, pending, self.pending = self.encoded, self.pending, {}
+
+        def shard() -> bytes:
+            for i, values in pending.items():
+                encoded[i] = _gzip(values)
+            return fmt.encode_shard(encoded)
+
+        return key, shard
+
+    def files(self, t0: int, block: np.ndarray, keep: np.ndarray | None) -> list[tuple[str, Callable[[], bytes]]]:
+        """The files that steps t0.. change; `keep[i]` False leaves step t0+i unwritten."""
         block = block.astype(self.arr.dtype, copy=False)
-        if self.per_chunk == 1:
-            return [(fmt.chunk_key(self.arr, t0 + i), block[i]) for i in range(len(block)) if keep is None or keep[i]]
         out = []
         for i in range(len(block)):
-            index, row = divmod(t0 + i, self.per_chunk)
+            index, row = divmod(t0 + i, self.per_file)
             if index != self.index:
                 if self.dirty:
-                    out.append((fmt.chunk_key(self.arr, self.index), self.rows))
+                    out.append(self._file())
                 self._start(index)
             if keep is None or keep[i]:
-                self.rows[row] = block[i]
+                if self.sharded:
+                    self.pending[row] = block[i]
+                else:
+                    self.rows[row] = block[i]
                 self.dirty = True
         if self.dirty:
-            out.append((fmt.chunk_key(self.arr, self.index), self.rows.copy()))
+            out.append(self._file())
         return out
+
+
+def _gzip(data: np.ndarray) -> bytes:
+    """The `bytes` (little-endian, C order) then `gzip` codecs, by ISA-L (the same gzip format, several times faster)."""
+    return igzip.compress(np.ascontiguousarray(data, data.dtype.newbyteorder("<")), min(COMPRESSOR.level, 3), mtime=0)
 
 
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="acc-capture-write")
 
 
-def _write_chunks(root: Path, chunks: list[tuple[str, np.ndarray]]) -> None:
-    """Encode each chunk as its array's codecs say, `bytes` (little-endian, C order) then `gzip`, and
-    write it to its file atomically (a temporary name, then a rename), two at a time.
+def _write_files(root: Path, files: list[tuple[str, Callable[[], bytes]]]) -> None:
+    """Encode each file and write it atomically (a temporary name, then a rename), two at a time.
 
-    Doing the two codecs here, rather than through zarr's setitem, skips zarr's per-chunk
-    bookkeeping (which costs more than the compression) and its read-modify-write of partial
-    chunks. `_Chunker` checks that every array has exactly these codecs.
+    Encoding here, rather than through zarr's setitem, skips zarr's per-chunk bookkeeping (which
+    costs more than the compression) and its read-modify-write of partial chunks and shards.
+    `_Chunker` checks that every array has a layout this encodes (`format.file_layout`).
     """
-    level = min(COMPRESSOR.level, 3)
 
-    def put(item: tuple[str, np.ndarray]) -> None:
-        key, data = item
-        packed = igzip.compress(np.ascontiguousarray(data, data.dtype.newbyteorder("<")), level, mtime=0)
+    def put(item: tuple[str, Callable[[], bytes]]) -> None:
+        key, encode = item
+        data = encode()
         target = root / key
         tmp = target.with_name(target.name + ".partial")
         try:
-            tmp.write_bytes(packed)
+            tmp.write_bytes(data)
         except FileNotFoundError:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(packed)
+            tmp.write_bytes(data)
         os.replace(tmp, target)
 
-    for _ in _POOL.map(put, chunks):  # (raises the first error)
+    for _ in _POOL.map(put, files):  # (raises the first error)
         pass
 
 
@@ -176,7 +212,7 @@ class Recorder:
         self.tensors = {StepTensorKey(k): root["tensors"][k] for k in meta["keys"]}
         self.summaries = dict(root["summary"].arrays())
         self.summary_names = [n for n in fmt.SUMMARIES if n in self.summaries]
-        self._chunkers = {arr.path: _Chunker(arr, self.steps_completed)
+        self._chunkers = {arr.path: _Chunker(self.path, arr, self.steps_completed)
                           for arr in [*self.tensors.values(), *self.summaries.values()]}
 
     @classmethod
@@ -198,9 +234,13 @@ class Recorder:
             shape = tuple(sizes[d] for d in dims)
             dtype = fmt.key_dtype(key)
             per_step = int(np.prod(shape[1:])) * dtype.itemsize
-            steps_per_chunk = fmt.SMALL_CHUNK if per_step <= fmt.SMALL_BYTES else 1
-            tensors.create_array(key.value, shape=shape, chunks=(steps_per_chunk, *shape[1:]), dtype=dtype, compressors=COMPRESSOR,
-                                 fill_value=fmt.fill_value(dtype), dimension_names=dims, chunk_key_encoding=CHUNK_KEYS)
+            if per_step <= fmt.SMALL_BYTES:  # many steps a chunk
+                layout = {"chunks": (fmt.SMALL_CHUNK, *shape[1:]), "compressors": COMPRESSOR}
+            else:  # a chunk per step, SHARD_STEPS chunks a file
+                layout = {"chunks": (fmt.SHARD_STEPS, *shape[1:]), "compressors": None,
+                          "serializer": ShardingCodec(chunk_shape=(1, *shape[1:]), codecs=[LITTLE, COMPRESSOR], index_codecs=[LITTLE])}
+            tensors.create_array(key.value, shape=shape, dtype=dtype, fill_value=fmt.fill_value(dtype), dimension_names=dims,
+                                 chunk_key_encoding=CHUNK_KEYS, **layout)
         summary = root.create_group("summary")
         for name in [*fmt.summary_names(fmt.condition_keys(config)), fmt.FULL_CAPTURE]:
             dims, dtype = ((), "bool") if name == fmt.FULL_CAPTURE else fmt.SUMMARIES[name][:2]
@@ -262,12 +302,12 @@ class Recorder:
         blocks = {key: torch.stack([captures[key] for _, captures in steps]).numpy() for key in steps[0][1]}
         sums = fmt.summarize(blocks, self.summary_names)
         sums[fmt.FULL_CAPTURE] = full
-        chunks = []  # (store key, chunk contents): encoded and written concurrently
+        files = []  # (store key, its encoder): encoded and written concurrently
         for key, arr in self.tensors.items():
-            chunks += self._chunkers[arr.path].chunks(t0, blocks[key], full)
+            files += self._chunkers[arr.path].files(t0, blocks[key], full)
         for name, values in sums.items():
-            chunks += self._chunkers[self.summaries[name].path].chunks(t0, values, None)
-        _write_chunks(self.path, chunks)
+            files += self._chunkers[self.summaries[name].path].files(t0, values, None)
+        _write_files(self.path, files)
         if state is not None:
             save_state(self.path, t1, state)
         self.steps_completed = t1

@@ -61,17 +61,24 @@ def _read_meta(path: Path) -> dict:
 _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="acc-capture-read")
 
 
-def _read_row(path: Path, arr: zarr.Array, n: int) -> np.ndarray:
-    """Step `n` of one array. In the `bytes` + `gzip` encoding this tool writes, the chunk file is
-    read and decoded by ISA-L directly (zarr's generic path costs twice as much); otherwise zarr."""
-    if not fmt.plain_gzip(arr):
+def _read_row(path: Path, arr: zarr.Array, files: fmt.Files | None, n: int) -> np.ndarray:
+    """Step `n` of one array. In the layouts this tool writes (`format.file_layout`), the bytes of
+    the step are read from its file and decoded by ISA-L directly (zarr's generic path costs
+    twice as much or more); otherwise zarr reads it."""
+    if files is None:
         return arr[n]
-    index, row = divmod(n, arr.chunks[0])
+    index, row = divmod(n, files.steps)
+    file = path / fmt.chunk_key(arr, index)
     try:
-        packed = (path / fmt.chunk_key(arr, index)).read_bytes()
+        packed = fmt.read_shard_chunk(file, files.steps, row) if files.sharded else file.read_bytes()
     except FileNotFoundError:  # an unwritten chunk reads as the fill value
+        packed = None
+    if packed is None:
         return np.full(arr.shape[1:], arr.fill_value, dtype=arr.dtype)
-    return np.frombuffer(igzip.decompress(packed), arr.dtype.newbyteorder("<")).reshape(arr.chunks)[row].astype(arr.dtype)
+    values = np.frombuffer(igzip.decompress(packed), arr.dtype.newbyteorder("<"))
+    if not files.sharded:
+        values = values.reshape(arr.chunks)[row]
+    return values.reshape(arr.shape[1:]).astype(arr.dtype)
 
 
 class Recording:
@@ -84,6 +91,7 @@ class Recording:
         self.condition: str = meta["condition"]
         self.tensors: dict[str, zarr.Array] = {k: root["tensors"][k] for k in self.keys}
         self.summaries: dict[str, zarr.Array] = dict(root["summary"].arrays())
+        self._files = {k: fmt.file_layout(arr) for k, arr in self.tensors.items()}
         for name, arr in [*self.tensors.items(), *self.summaries.items()]:
             if arr.shape[0] < self.steps:
                 raise RecordingError(f"corrupt recording {path}: steps_completed is {self.steps} but {name} "
@@ -126,7 +134,7 @@ class Recording:
             raise IndexError(f"step {n} is not in this recording (steps 0..{self.steps - 1})")
         if not self.full_capture[n]:
             raise LookupError(f"step {n} kept summaries only (policy {self.meta.get('policy')}); see .full_capture")
-        values = _POOL.map(lambda arr: _read_row(self.path, arr, n), self.tensors.values())
+        values = _POOL.map(lambda k: _read_row(self.path, self.tensors[k], self._files[k], n), self.tensors)
         return dict(zip(self.tensors, values))
 
     def size_bytes(self) -> int:

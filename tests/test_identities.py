@@ -152,13 +152,17 @@ def test_array_shapes_dtypes_chunks_codecs(rec):
         dims = ("step", *{**COMMON_KEYS, **BCL_KEYS}[name])
         assert arr.shape == tuple([rec.T] + [SIZES[d] for d in dims[1:]]), name
         per_step = int(np.prod(arr.shape[1:])) * arr.dtype.itemsize
-        if per_step > 4096:  # large tensors: one step per chunk, so a viewer fetches exactly one step
+        codecs = [c.to_dict() for c in arr.metadata.codecs]
+        if per_step > 4096:  # large tensors: one step per chunk (a reader decodes exactly one step), 20 chunks per file
             assert arr.chunks == (1, *arr.shape[1:]), f"{name}: one step per chunk"
+            assert arr.shards == (20, *arr.shape[1:]), f"{name}: 20 steps per shard"
+            assert [c["name"] for c in codecs] == ["sharding_indexed"], name
+            codecs = codecs[0]["configuration"]["codecs"]
         else:  # small ones: 64 steps a chunk, one request for many steps
             assert arr.chunks == (64, *arr.shape[1:]), f"{name}: 64 steps per chunk"
+            assert arr.shards is None, name
+        assert [c["name"] for c in codecs] == ["bytes", "gzip"], f"{name}: {codecs}"
         assert arr.dtype == (np.int32 if name in INT_KEYS else np.float32), name
-        codecs = [c.to_dict()["name"] for c in arr.metadata.codecs]
-        assert "gzip" in codecs, f"{name}: {codecs}"
         if name in INT_KEYS:
             assert arr.fill_value == -1, name
         else:

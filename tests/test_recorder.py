@@ -375,6 +375,40 @@ def test_reader_api(bcl_rec):
         rec.summary("no_such_summary")
 
 
+def _shard(path: Path) -> list[bytes | None]:
+    """The gzip chunks of a shard file, parsed by hand as docs/FORMAT.md describes it (None: empty)."""
+    data = path.read_bytes()
+    index = np.frombuffer(data[-16 * 20:], "<u8").reshape(20, 2)
+    out = []
+    for offset, nbytes in index.tolist():
+        if offset == nbytes == 2**64 - 1:
+            out.append(None)
+        else:
+            assert offset + nbytes <= len(data) - 16 * 20
+            out.append(data[offset:offset + nbytes])
+    return out
+
+
+def test_large_tensors_are_shards_of_20_steps_one_gzip_chunk_a_step(bcl_rec, bcl_arrays):
+    """30 steps written 7 at a time: two shard files per large array, and each step's gzip chunk
+    holds exactly its float32 bytes (so any reader of plain gzip can take one step out)."""
+    import gzip
+
+    for key in ("grad_raw", "batch_images", "rank_score"):
+        folder = bcl_rec / "tensors" / key
+        files = sorted(p for p in folder.iterdir() if p.name != "zarr.json")
+        assert [p.name.split(".")[1] for p in files] == ["0", "1"], f"{key}: {files}"
+        chunks = _shard(files[0]) + _shard(files[1])
+        assert chunks[30:] == [None] * 10, "steps 30..39 of the second shard were never written"
+        for step in range(30):
+            assert gzip.decompress(chunks[step]) == bcl_arrays[f"tensors/{key}"][step].astype("<f4").tobytes(), (key, step)
+
+
+def test_sparse_shards_leave_unkept_steps_empty(sparse_rec):
+    chunks = _shard(sparse_rec / "tensors" / "grad_raw" / "c.0.0.0")
+    assert [c is not None for c in chunks] == [s % 5 == 0 for s in range(20)]
+
+
 def test_reader_refuses_what_is_not_a_recording(tmp_path):
     with pytest.raises(RecordingError):
         Recording.open(tmp_path / "missing")
