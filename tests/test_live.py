@@ -494,6 +494,28 @@ def step_x10(page, live):
     wait_step(page, 0)
     page.keyboard.press("End")
     wait_step(page, 29)
+    assert_shown_as_stored(page, live.path, 29)
+
+    # one more step lands in the file (the shard) that steps 20-29 already fill, whose index the page
+    # has read and kept: it must read it again, not show step 30 as never written
+    page.click("#live [data-act='train'][data-n='1']")
+    wait_step(page, 30)
+    page.wait_for_selector("#live[data-state='idle']")
+    assert_shown_as_stored(page, live.path, 30)
+    page.keyboard.press("ArrowLeft")
+    wait_step(page, 29)
+    assert_shown_as_stored(page, live.path, 29)
+
+
+# the values the page holds for a step of an array (the ones it has drawn), as a flat list
+STORE_ROW = """async ([array, step]) => Array.from(await window.accViewer.store.row(array, step))"""
+
+
+def assert_shown_as_stored(page, path: Path, step: int) -> None:
+    data = Recording.open(path).step(step)
+    for key in ("strength", "batch_images", "encoder_weights", "batch_labels"):
+        shown = np.array(page.evaluate(STORE_ROW, [f"tensors/{key}", step]), dtype=data[key].dtype)
+        assert np.array_equal(shown, data[key].ravel()), f"{key} at step {step} is not what the recording holds"
 
 
 def test_step_error_is_one_line_and_a_new_recording_reloads_the_page(browser, live):

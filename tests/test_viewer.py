@@ -7,12 +7,14 @@ One browser for the whole module; each recording is copied, built and served onc
 from __future__ import annotations
 
 import contextlib
+import gzip
 import http.client
 import json
 import math
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -23,11 +25,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec
 
 from acc.step_inspector import StepTensorKey
 from capture.recording import Recording
 from conftest import acc
 from viewer import ViewerError, build, make_server
+from viewer.build import array_meta
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -165,6 +169,73 @@ def nonfinite_site(bcl_rec, tmp_path_factory):
     served.stop()
 
 
+# -- where a step lies in the store: a chunk file, or an inner chunk of a shard --------------------------
+
+@dataclass
+class StepBytes:
+    file: str                 # the file holding the step, relative to the recording: its chunk, or its shard
+    range: str | None = None  # the Range of its inner chunk in the shard (None: a plain chunk, or an empty slot)
+    index: str | None = None  # the Range of its shard's index (None: a plain chunk)
+
+
+def step_bytes(path: Path, array: str, step: int) -> StepBytes:
+    """Read from the store itself (its zarr.json, the shard's index) where `step` of `array` lies."""
+    meta = json.loads((path / array / "zarr.json").read_text())
+    grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
+    arr = zarr.open_array(path / array, mode="r")
+    file = f"{array}/{arr.metadata.encode_chunk_key((step // grid[0],) + (0,) * (len(grid) - 1))}"
+    codec = meta["codecs"][0]
+    if codec["name"] != "sharding_indexed":
+        return StepBytes(file)
+    cfg = codec["configuration"]
+    inner = cfg["chunk_shape"][0]
+    slot, per = (step % grid[0]) // inner, grid[0] // inner
+    size = 16 * per + (4 if cfg["index_codecs"][-1]["name"] == "crc32c" else 0)
+    start = cfg.get("index_location", "end") == "start"
+    index = f"bytes=0-{size - 1}" if start else f"bytes=-{size}"
+    if not (path / file).exists():  # no step of the shard was written
+        return StepBytes(file, None, index)
+    data = (path / file).read_bytes()
+    offset, nbytes = struct.unpack_from("<QQ", data[:size] if start else data[-size:], 16 * slot)
+    empty = offset == nbytes == 2**64 - 1
+    return StepBytes(file, None if empty else f"bytes={offset}-{offset + nbytes - 1}", index)
+
+
+def reshard(path: Path, steps: int, index_codecs, location: str) -> list[str]:
+    """Rewrite every tensors/ array of over 1024 values a step (sharded or not) as shards of `steps`
+    steps, each step an inner chunk (bytes, gzip), the index as told; the names of those arrays."""
+    group = zarr.open_group(path / "tensors", mode="r+")
+    names = []
+    for name in sorted(group.array_keys()):
+        old = group[name]
+        per = tuple(old.shape[1:])
+        if math.prod(per) <= 1024:
+            continue
+        values, attrs = old[:], dict(old.attrs)
+        new = group.create_array(
+            name, shape=old.shape, chunks=(steps, *per), dtype=old.dtype, compressors=None, fill_value=old.fill_value,
+            serializer=ShardingCodec(chunk_shape=(1, *per), codecs=[BytesCodec(endian="little"), GzipCodec(level=1)],
+                                     index_codecs=index_codecs, index_location=location),
+            dimension_names=old.metadata.dimension_names, attributes=attrs,
+            chunk_key_encoding={"name": "default", "separator": "."}, overwrite=True)
+        new[:] = values
+        names.append(name)
+    return names
+
+
+@pytest.fixture(scope="module")
+def resharded_site(bcl_rec, tmp_path_factory):
+    """The bcl recording with its big tensors in shards of 8 steps, the index first and with its crc32c
+    (zarr's default index codecs): a layout the recorder does not write, that the viewer reads all the same."""
+    path = copy_recording(bcl_rec, tmp_path_factory.mktemp("viewer") / "resharded")
+    names = reshard(path, 8, [BytesCodec(endian="little"), Crc32cCodec()], "start")
+    assert "strength" in names and "batch_images" in names
+    build(Recording.open(path))
+    served = serve_in_thread(path)
+    yield served
+    served.stop()
+
+
 # -- the browser --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
@@ -181,6 +252,7 @@ def browser():
 class Watch:
     """Everything a page did that a test may want to assert on."""
     requests: list[str] = field(default_factory=list)
+    fetches: list[tuple[str, str | None, int]] = field(default_factory=list)  # (url, its Range header, status)
     errors: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
     bad_responses: list[str] = field(default_factory=list)
@@ -188,6 +260,18 @@ class Watch:
 
     def chunk_requests(self, fragment: str) -> list[str]:
         return [u for u in self.requests if fragment in u]
+
+    def file_fetches(self, file: str) -> list[tuple[str | None, int]]:
+        """(Range header, status) of each answered request for `file`, a path in the recording."""
+        return [(r, status) for u, r, status in self.fetches if u.split("?")[0].endswith("/" + file)]
+
+    def step_fetches(self, where: StepBytes) -> list[tuple[str | None, int]]:
+        """The answers that brought one step's bytes: its inner chunk's range (206), or its whole chunk or shard (200)."""
+        return [(r, s) for r, s in self.file_fetches(where.file) if s == 200 or (s == 206 and r == where.range)]
+
+    def index_fetches(self, where: StepBytes) -> list[tuple[str | None, int]]:
+        """The requests for the index of the shard holding a step."""
+        return [(r, s) for r, s in self.file_fetches(where.file) if where.index is not None and r == where.index]
 
 
 @pytest.fixture
@@ -205,11 +289,15 @@ def page(browser):
             r.abort()
     context.route("**/*", route)
     pg = context.new_page()
+    def on_response(r):
+        watch.fetches.append((r.url, r.request.headers.get("range"), r.status))
+        if r.status >= 400:
+            watch.bad_responses.append(f"{r.status} {r.url}")
     pg.on("request", lambda r: watch.requests.append(r.url))
     pg.on("console", lambda m: m.type in ("error", "assert") and watch.errors.append(f"console {m.type}: {m.text}"))
     pg.on("pageerror", lambda e: watch.errors.append(f"page error: {e}"))
     pg.on("requestfailed", lambda r: watch.errors.append(f"request failed: {r.url} {r.failure}"))
-    pg.on("response", lambda r: r.status >= 400 and watch.bad_responses.append(f"{r.status} {r.url}"))
+    pg.on("response", on_response)
 
     def on_dialog(d):
         watch.dialogs.append(d.message)
@@ -236,7 +324,8 @@ def wait_step(pg, step: int) -> None:
 
 
 def wait_worker(pg) -> None:
-    pg.wait_for_function("window.accViewer && window.accViewer.store.workerReady", timeout=15000)
+    # (a function, not an expression: the page's CSP forbids the eval that polling an expression takes)
+    pg.wait_for_function("() => window.accViewer && window.accViewer.store.workerReady", timeout=15000)
 
 
 # JS: which canvases in a section have content (more than one distinct pixel value)
@@ -333,7 +422,7 @@ def test_every_section_drawn_and_steps_switch(page, server, request):
     page.evaluate("location.hash = '#step=21'")
     wait_step(page, 21)
     assert page.locator("#step-input").input_value() == "21"
-    assert page.watch.chunk_requests("/tensors/strength/c.21."), "the worker's chunk requests were not recorded"
+    assert page.watch.step_fetches(step_bytes(site.path, "tensors/strength", 21)), "the worker's requests were not recorded"
 
     page.click("[data-act='next']")
     wait_step(page, 22)
@@ -346,6 +435,11 @@ def test_every_section_drawn_and_steps_switch(page, server, request):
     page.goto(site.url + "#step=12")
     wait_step(page, 12)
     assert page.locator("#step-input").input_value() == "12"
+
+    first = step_bytes(site.path, "tensors/strength", 0)
+    if first.index and server == "http.server":  # no Range: a whole shard, kept for the steps beside it
+        whole = [r for r, s in page.watch.file_fetches(first.file) if s == 200]
+        assert 1 <= len(whole) <= 2, page.watch.file_fetches(first.file)  # (the page's own, then the worker's)
 
 
 def test_timeline_click_jumps_to_that_step(page, bcl_site):
@@ -391,7 +485,11 @@ def test_playing_advances_steps(page, bcl_site):
 
 # -- 5: the numbers on the page are the numbers in the store --------------------------------------
 
-def test_values_match_the_store(page, bcl_site):
+@pytest.mark.parametrize("server", ["viewer", "http.server", "resharded"])
+def test_values_match_the_store(page, server, request):
+    """What the page shows is what the store holds: under our server (one Range request per inner chunk of a
+    shard), under `python -m http.server` (no Range: whole shards), and with the shard index first, with crc32c."""
+    bcl_site = request.getfixturevalue({"viewer": "bcl_site", "http.server": "plain_site", "resharded": "resharded_site"}[server])
     step = 4
     rec = Recording.open(bcl_site.path)
     data = rec.step(step)
@@ -474,16 +572,20 @@ def test_collapsed_sections_fetch_nothing(page, bcl_site):
     page.locator("#step-input").fill("27")
     page.press("#step-input", "Enter")
     wait_step(page, 27)
-    assert page.watch.chunk_requests("/tensors/strength/c.27.")
-    assert not page.watch.chunk_requests("/tensors/batch_images/c.27."), "the collapsed batch section fetched its step"
-    # one request per array of the step
-    strength = page.watch.chunk_requests("/tensors/strength/c.27.")
-    assert len(strength) == 1, strength
+    strength = step_bytes(bcl_site.path, "tensors/strength", 27)
+    assert page.watch.step_fetches(strength)
+    batch = step_bytes(bcl_site.path, "tensors/batch_images", 27)
+    assert not page.watch.step_fetches(batch), "the collapsed batch section fetched its step"
+    # one request per array of the step (and of a shard, one for its index, once)
+    assert len(page.watch.step_fetches(strength)) == 1, page.watch.file_fetches(strength.file)
+    if strength.index:
+        assert len(page.watch.index_fetches(strength)) == 1, page.watch.file_fetches(strength.file)
+        assert all(s == 206 for _, s in page.watch.file_fetches(strength.file)), "a whole shard was fetched"
     # opening a section fetches and draws its data for the step shown
     page.locator("[data-section='other'] > summary").click()
     wait_step(page, 27)
-    page.wait_for_function("document.querySelector('[data-section=\"other\"] [data-key=\"som_delta\"]').dataset.step === '27'")
-    assert page.watch.chunk_requests("/tensors/som_delta/c.27.")
+    page.wait_for_function("() => document.querySelector('[data-section=\"other\"] [data-key=\"som_delta\"]').dataset.step === '27'")
+    assert page.watch.step_fetches(step_bytes(bcl_site.path, "tensors/som_delta", 27))
     assert all(c["distinct"] >= 2 for c in canvases(page, "other"))
     # the timeline reads summaries only, never a step's tensors
     assert not [u for u in page.watch.requests if "/tensors/loss/" in u]
@@ -545,7 +647,8 @@ def test_server_content_types(bcl_site):
     expected = {
         "/": "text/html", "/index.html": "text/html", "/viewer/app.js": "text/javascript",
         "/viewer/worker.js": "text/javascript", "/viewer/style.css": "text/css", "/zarr.json": "application/json",
-        "/viewer/zarr.json": "application/json", "/tensors/strength/c.3.0.0": "application/octet-stream",
+        "/viewer/zarr.json": "application/json",
+        "/" + step_bytes(bcl_site.path, "tensors/strength", 3).file: "application/octet-stream",
     }
     for path, ctype in expected.items():
         conn.request("GET", path)  # one kept-alive connection for all
@@ -556,6 +659,87 @@ def test_server_content_types(bcl_site):
         assert int(r.getheader("Content-Length")) == len(body)
     conn.close()
     assert bcl_site.url.startswith("http://127.0.0.1:")
+
+
+@pytest.fixture(scope="module")
+def range_site(tmp_path_factory):
+    """A folder with a page and a file of 1000 known bytes."""
+    path = tmp_path_factory.mktemp("ranges")
+    (path / "index.html").write_text("<!doctype html><title>ranges</title>")
+    (path / "data.bin").write_bytes(bytes(i % 251 for i in range(1000)))
+    (path / "empty.bin").write_bytes(b"")
+    served = serve_in_thread(path)
+    yield served
+    served.stop()
+
+
+def request_on(conn: http.client.HTTPConnection, path: str, headers: dict, method: str = "GET"):
+    conn.request(method, path, headers=headers)
+    r = conn.getresponse()
+    return r, r.read()
+
+
+def test_server_answers_one_byte_range(range_site):
+    data = (range_site.path / "data.bin").read_bytes()
+    port = int(range_site.url.rsplit(":", 1)[1].strip("/"))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # one kept-alive connection for all
+    for header, first, last in [("bytes=0-0", 0, 0), ("bytes=10-19", 10, 19), ("bytes=990-", 990, 999),
+                                ("bytes=-16", 984, 999), ("bytes=-5000", 0, 999), ("bytes=500-99999", 500, 999),
+                                ("bytes=999-999", 999, 999), (" bytes=3-4 ", 3, 4)]:
+        r, body = request_on(conn, "/data.bin", {"Range": header})
+        assert r.status == 206, (header, r.status)
+        assert body == data[first:last + 1], header
+        assert r.getheader("Content-Range") == f"bytes {first}-{last}/1000", header
+        assert int(r.getheader("Content-Length")) == last - first + 1
+        assert r.getheader("Content-Type") == "application/octet-stream"
+        assert r.getheader("Accept-Ranges") == "bytes"
+        r, body = request_on(conn, "/data.bin", {})  # and the next request on the connection is whole again
+        assert r.status == 200 and body == data and r.getheader("Accept-Ranges") == "bytes"
+    # nothing of it: 416, with the size
+    for header in ("bytes=1000-", "bytes=1000-1005", "bytes=5000-6000", "bytes=-0"):
+        r, body = request_on(conn, "/data.bin", {"Range": header})
+        assert r.status == 416 and body == b"", header
+        assert r.getheader("Content-Range") == "bytes */1000", header
+    r, body = request_on(conn, "/empty.bin", {"Range": "bytes=-10"})
+    assert r.status == 416 and r.getheader("Content-Range") == "bytes */0"
+    # several ranges, another unit, bad syntax, or If-Range: the whole file, 200
+    for header in ("bytes=0-1,5-6", "bytes=0-1, 5-6", "items=0-1", "bytes=5-2", "bytes=-", "bytes=a-b", "bytes=1-2-3",
+                   "bytes=²-³", "bytes=0-0x10", "0-10", ""):
+        r, body = request_on(conn, "/data.bin", {"Range": header})
+        assert r.status == 200 and body == data, (header, r.status)
+    r, body = request_on(conn, "/data.bin", {"Range": "bytes=0-9", "If-Range": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    assert r.status == 200 and body == data
+    # HEAD: the same headers, no body
+    r, body = request_on(conn, "/data.bin", {"Range": "bytes=-16"}, "HEAD")
+    assert r.status == 206 and body == b"" and r.getheader("Content-Range") == "bytes 984-999/1000"
+    assert r.getheader("Content-Length") == "16"
+    r, body = request_on(conn, "/data.bin", {}, "HEAD")
+    assert r.status == 200 and body == b"" and r.getheader("Content-Length") == "1000"
+    # a range of the page, and of files outside the folder: as without a range
+    r, body = request_on(conn, "/", {"Range": "bytes=0-8"})
+    assert r.status == 206 and body == b"<!doctype"
+    for target in ("/../secret.txt", "/nothing.bin"):
+        r, body = request_on(conn, target, {"Range": "bytes=0-8"})
+        assert r.status in (403, 404), target
+    conn.close()
+
+
+def test_shard_ranges_are_what_zarr_wrote(bcl_site):
+    """The inner chunk a Range request fetches from our server is the step zarr reads."""
+    rec = Recording.open(bcl_site.path)
+    where = step_bytes(bcl_site.path, "tensors/strength", 5)
+    port = int(bcl_site.url.rsplit(":", 1)[1].strip("/"))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    whole = (bcl_site.path / where.file).read_bytes()
+    if where.index is None:
+        pytest.skip("the recorder writes tensors/strength unsharded")
+    r, index = request_on(conn, "/" + where.file, {"Range": where.index})
+    assert r.status == 206 and index == whole[-len(index):]
+    r, chunk = request_on(conn, "/" + where.file, {"Range": where.range})
+    assert r.status == 206
+    values = np.frombuffer(gzip.decompress(chunk), dtype="<f4").reshape(rec.step(5)["strength"].shape)
+    assert np.array_equal(values, rec.step(5)["strength"])
+    conn.close()
 
 
 def test_port_in_use_is_one_clear_line(bcl_built):
@@ -614,7 +798,8 @@ def test_sparse_recording_says_which_steps_have_tensors(page, sparse_site):
     # per-feature values are summaries, kept for every step
     assert page.locator("#metrics tbody tr").count() == 64
     assert all(c["distinct"] >= 2 for c in canvases(page, "trace-feature-novelty"))
-    assert not page.watch.chunk_requests("/tensors/batch_images/c.7."), "fetched a chunk the policy never wrote"
+    assert not page.watch.step_fetches(step_bytes(sparse_site.path, "tensors/batch_images", 7)), "fetched a chunk the policy never wrote"
+    assert not page.evaluate("accViewer.store.entries.has('tensors/batch_images#7')"), "asked for a step the policy never wrote"
     page.click("#flags a:text('10')")
     wait_step(page, 10)
     assert all(c["distinct"] >= 2 for c in canvases(page, "batch"))
@@ -656,6 +841,37 @@ def test_build_renders_the_key_table_from_the_enum(bcl_built):
         text = js.read_text()
         for k in StepTensorKey:
             assert not re.search(rf"[\"'`/]{k.value}[\"'`#/]", text), f"{js.name} hard-codes {k.value}"
+
+
+def test_build_reads_shard_layouts_and_names_the_rest(tmp_path):
+    """Sharded arrays: `chunks` is the inner chunk, `shard` the shard, `index` where the index lies;
+    layouts the viewer cannot read are skipped, with the reason."""
+    group = zarr.open_group(tmp_path / "z", mode="w")
+    little, crc = BytesCodec(endian="little"), Crc32cCodec()
+
+    def make(name, per=(4, 3), chunk=(1, 4, 3), shard=20, codecs=None, index=None, location="end"):
+        return group.create_array(
+            name, shape=(45, *per), chunks=(shard, *per), dtype="float32", compressors=None, fill_value=float("nan"),
+            serializer=ShardingCodec(chunk_shape=chunk, codecs=codecs or [little, GzipCodec(level=1)],
+                                     index_codecs=index or [little], index_location=location),
+            dimension_names=["step", "image", "feature"][:1 + len(per)], chunk_key_encoding={"name": "default", "separator": "."})
+
+    meta = array_meta("tensors/a", make("a"))
+    assert (meta["chunks"], meta["shard"], meta["index"]) == ([1, 4, 3], [20, 4, 3], {"location": "end", "crc32c": False})
+    assert (meta["codecs"], meta["endian"], meta["encoding"], meta["sep"]) == (["bytes", "gzip"], "little", "default", ".")
+    assert array_meta("b", make("b", index=[little, crc], location="start"))["index"] == {"location": "start", "crc32c": True}
+    assert array_meta("c", make("c", chunk=(2, 4, 3)))["chunks"] == [2, 4, 3]
+    plain = group.create_array("p", shape=(45, 4), chunks=(64, 4), dtype="float32", compressors=[GzipCodec(level=1)],
+                               fill_value=float("nan"))
+    assert (array_meta("p", plain)["chunks"], array_meta("p", plain)["shard"]) == ([64, 4], None)
+    for name, kw, reason in [
+        ("split", {"chunk": (1, 2, 3)}, "split a step"),
+        ("zstd", {"codecs": [little, zarr.codecs.ZstdCodec()]}, "inner codecs ['bytes', 'zstd']"),
+        ("big", {"index": [BytesCodec(endian="big")]}, "big-endian shard index"),
+        ("nested", {"codecs": [ShardingCodec(chunk_shape=(1, 2, 3))]}, "inner codecs ['sharding_indexed']"),
+    ]:
+        got = array_meta(name, make(name, **kw))
+        assert isinstance(got, str) and reason in got, (name, got)
 
 
 @pytest.mark.filterwarnings("ignore:Object at index.html is not recognized")

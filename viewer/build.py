@@ -38,8 +38,55 @@ def key_table() -> list[dict]:
             for k in StepTensorKey]
 
 
+def _codec_names(codecs) -> list[str]:
+    return [c.get("name") if isinstance(c, dict) else str(c) for c in codecs or []]
+
+
+def _chunk_codecs(codecs) -> tuple[list[str], str] | str:
+    """`bytes` then any number of `gzip`: (their names, the byte order), or why not."""
+    names = _codec_names(codecs)
+    if not names or names[0] != "bytes" or any(c != "gzip" for c in names[1:]):
+        return f"codecs {names}"
+    endian = ((codecs[0].get("configuration") or {}).get("endian")) or "little"
+    return names, endian
+
+
+def _shard_layout(shape: list[int], shard: list[int], config: dict) -> dict | str:
+    """What reading one inner chunk of a `sharding_indexed` array takes, or why the viewer cannot.
+
+    The viewer reads whole steps: an inner chunk holds whole steps (every element after the step
+    dimension), so the inner chunks of a shard lie one after another along the step dimension.
+    """
+    inner = list(config.get("chunk_shape") or [])
+    if len(inner) != len(shape) or len(shard) != len(shape):
+        return f"inner chunk shape {inner}"
+    if inner[1:] != shape[1:] or shard[1:] != shape[1:]:
+        return f"shards {shard} or inner chunks {inner} split a step of {shape}"
+    if inner[0] < 1 or shard[0] % inner[0]:
+        return f"inner chunks {inner} do not tile shards {shard}"
+    chunk = _chunk_codecs(config.get("codecs"))
+    if isinstance(chunk, str):
+        return f"inner {chunk}"
+    index = config.get("index_codecs") or []
+    names = _codec_names(index)
+    if names not in (["bytes"], ["bytes", "crc32c"]):
+        return f"index codecs {names}"
+    if ((index[0].get("configuration") or {}).get("endian") or "little") != "little":
+        return "a big-endian shard index"
+    location = config.get("index_location", "end")
+    if location not in ("start", "end"):
+        return f"index location {location}"
+    return {"inner": inner, "codecs": chunk[0], "endian": chunk[1],
+            "index": {"location": location, "crc32c": names[-1] == "crc32c"}}
+
+
 def array_meta(path: str, arr) -> dict | str:
-    """What the JS reader needs of one array, or a string saying why it cannot read it."""
+    """What the JS reader needs of one array, or a string saying why it cannot read it.
+
+    `chunks` is the shape of the unit the reader decodes: the chunk of a plain array, the inner
+    chunk of a sharded one. A sharded array also has `shard` (the shard shape, the chunk grid's)
+    and `index` (where the shard index lies, whether a crc32c follows it); a plain one has both null.
+    """
     m = arr.metadata.to_dict()
     dtype = str(m.get("data_type"))
     if dtype not in DTYPES:
@@ -47,19 +94,28 @@ def array_meta(path: str, arr) -> dict | str:
     grid = m.get("chunk_grid", {})
     if grid.get("name") != "regular":
         return f"chunk grid {grid.get('name')}"
-    codecs = [c.get("name") if isinstance(c, dict) else str(c) for c in m.get("codecs", [])]
-    if not codecs or codecs[0] != "bytes" or any(c != "gzip" for c in codecs[1:]):
-        return f"codecs {codecs}"
-    endian = ((m["codecs"][0].get("configuration") or {}).get("endian")) or "little"
+    shape, grid_chunks = list(m["shape"]), list(grid["configuration"]["chunk_shape"])
+    codecs = m.get("codecs", [])
+    if _codec_names(codecs) == ["sharding_indexed"]:
+        layout = _shard_layout(shape, grid_chunks, codecs[0].get("configuration") or {})
+        if isinstance(layout, str):
+            return layout
+        chunks, shard, index = layout["inner"], grid_chunks, layout["index"]
+        names, endian = layout["codecs"], layout["endian"]
+    else:
+        chunk = _chunk_codecs(codecs)
+        if isinstance(chunk, str):
+            return chunk
+        (names, endian), chunks, shard, index = chunk, grid_chunks, None, None
     enc = m.get("chunk_key_encoding", {})
     if enc.get("name") not in ("default", "v2"):
         return f"chunk key encoding {enc.get('name')}"
     sep = (enc.get("configuration") or {}).get("separator", "/" if enc.get("name") == "default" else ".")
     fill = m.get("fill_value")
     return {
-        "path": path, "shape": list(m["shape"]), "chunks": list(grid["configuration"]["chunk_shape"]),
+        "path": path, "shape": shape, "chunks": chunks, "shard": shard, "index": index,
         "dtype": dtype, "dims": list(m.get("dimension_names") or []), "fill": fill,
-        "codecs": codecs, "endian": endian, "encoding": enc.get("name"), "sep": sep,
+        "codecs": names, "endian": endian, "encoding": enc.get("name"), "sep": sep,
     }
 
 

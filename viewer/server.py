@@ -8,12 +8,14 @@ to the new recording it makes. A static server has no `/inspect/` at all (404).
 
 from __future__ import annotations
 
+import email.utils
 import errno
 import io
 import json
 import math
 import os
 import posixpath
+import re
 import sys
 import threading
 import webbrowser
@@ -28,6 +30,7 @@ HOST = "127.0.0.1"
 API = "/inspect"
 MAX_BODY = 64 * 1024  # bytes of a request body (the API's bodies are a few bytes of JSON)
 BODY_TIMEOUT = 10.0  # seconds to wait for a body the client announced
+RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)  # one range of bytes; a list of several is not answered
 # marks the page as served by `acc-capture serve`, so it asks /inspect/state (a static page never asks)
 LIVE_MARK = b'<meta name="acc-capture-live" content="inspect/">\n'
 TYPES = {
@@ -43,9 +46,29 @@ TYPES = {
 }
 
 
+def byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """The part of a file of `size` bytes that a Range header asks for: (first, last) inclusive;
+    "unsatisfiable" (answer 416); or None: no Range, or one not answered (several ranges, another
+    unit, bad syntax), so the whole file goes out with 200 as RFC 9110 allows."""
+    m = RANGE.fullmatch(header.strip()) if header else None
+    if m is None or not (m[1] or m[2]):
+        return None
+    if not m[1]:  # bytes=-n: the last n bytes
+        n = int(m[2])
+        return (max(size - n, 0), size - 1) if n and size else "unsatisfiable"
+    first = int(m[1])
+    if m[2] and int(m[2]) < first:
+        return None
+    if first >= size:
+        return "unsatisfiable"
+    return first, min(int(m[2]) if m[2] else size - 1, size - 1)
+
+
 class RecordingHandler(SimpleHTTPRequestHandler):
     """Serves regular files under the server's root; refuses `..`, NUL bytes and anything a symlink leads out to.
 
+    Answers a request for one range of a file's bytes (`Range: bytes=a-b`, `a-`, `-n`) with 206 and
+    those bytes: the viewer reads one inner chunk of a shard that way.
     With an API on the server, also answers `/inspect/...` (GET and POST) with JSON.
     """
 
@@ -80,10 +103,11 @@ class RecordingHandler(SimpleHTTPRequestHandler):
             return None, HTTPStatus.NOT_FOUND
         return real, HTTPStatus.OK
 
-    def translate_path(self, path: str) -> str:  # used by send_head once resolve() accepted the request
+    def translate_path(self, path: str) -> str:  # (unused: send_head resolves every path itself)
         return self._resolved
 
     def send_head(self):
+        self._span = (0, None)
         try:
             real, status = self.resolve()
         except UnicodeDecodeError:
@@ -94,7 +118,66 @@ class RecordingHandler(SimpleHTTPRequestHandler):
         self._resolved = real
         if self.server.api is not None and real == os.path.join(self.root, "index.html"):
             return self.live_page(real)
-        return super().send_head()
+        return self.file_head(real)
+
+    def not_modified(self, mtime: float) -> bool:
+        """If-Modified-Since names a time at or after the file's last change (and no If-None-Match)."""
+        text = self.headers.get("If-Modified-Since")
+        if not text or "If-None-Match" in self.headers:
+            return False
+        try:
+            since = email.utils.parsedate_to_datetime(text)
+        except (TypeError, IndexError, OverflowError, ValueError):
+            return False
+        if since.tzinfo is None:
+            return False
+        return int(mtime) <= since.timestamp()
+
+    _span = (0, None)  # (offset, count) of the open file that copyfile sends; count None: to its end
+
+    def file_head(self, real: str):
+        """Headers for a file, whole (200) or one range of it (206, or 416); the open file to send, or None."""
+        try:
+            f = open(real, "rb")
+        except OSError:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return None
+        try:
+            st = os.fstat(f.fileno())
+            size = st.st_size
+            # with If-Range the client wants the range only if the file is unchanged: always safe to send it all
+            span = None if self.headers.get("If-Range") else byte_range(self.headers.get("Range"), size)
+            if span == "unsatisfiable":
+                f.close()
+                self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                return None
+            if span is None and self.not_modified(st.st_mtime):
+                f.close()
+                self.send_response(HTTPStatus.NOT_MODIFIED)
+                self.end_headers()
+                return None
+            if span is None:
+                self.send_response(HTTPStatus.OK)
+                length = size
+            else:
+                first, last = span
+                self.send_response(HTTPStatus.PARTIAL_CONTENT)
+                self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+                self._span = (first, last - first + 1)
+                length = last - first + 1
+            self.send_header("Content-Type", self.guess_type(real))
+            self.send_header("Content-Length", str(length))
+            self.send_header("Last-Modified", self.date_time_string(int(st.st_mtime)))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+            return f
+        except BaseException:
+            f.close()
+            raise
 
     def live_page(self, real: str):
         """The recording's page, marked live (in the answer only: on disk it stays a static page)."""
@@ -238,9 +321,12 @@ class RecordingHandler(SimpleHTTPRequestHandler):
         super().end_headers()
 
     def copyfile(self, source, outputfile):
-        """Send the file with sendfile(2) where the platform has it: no copy through Python."""
+        """Send the file (or the range of it asked for) with sendfile(2) where the platform has it:
+        no copy through Python."""
+        offset, count = self._span
+        self._span = (0, None)
         self.wfile.flush()
-        self.connection.sendfile(source)
+        self.connection.sendfile(source, offset, count)
 
     def list_directory(self, path):
         self.send_error(HTTPStatus.NOT_FOUND)

@@ -1,7 +1,7 @@
 // The page's data source: chunks fetched and decoded by the worker, kept in a cache bounded in
 // bytes (least recently used out first; the timeline's summaries stay), and where each key of a
 // step comes from (a summary row, a tensor chunk, or nowhere, and why).
-import { DTYPES, chunkCount, chunkIndex, chunkPath, decodeChunk, fillChunk, rowLength } from "./zarr.js";
+import { DTYPES, ShardCache, chunkCount, chunkIndex, loadChunk, rowLength } from "./zarr.js";
 
 export const PRIO = { now: 2, prefetch: 1 };
 
@@ -21,8 +21,15 @@ export class ChunkStore {
     // A worker takes a while to start (100-200 ms on a small machine); until it says it is
     // ready, the page fetches and decodes the first chunks itself.
     this.workerReady = false;
+    this.shards = new ShardCache(32e6);  // for the chunks read on this thread
     this.worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
-    this.worker.onmessage = (e) => (e.data.type === "ready" ? (this.workerReady = true) : this.onMessage(e.data));
+    this.worker.onmessage = (e) => {
+      if (e.data.type !== "ready") { this.onMessage(e.data); return; }
+      this.workerReady = true;
+      // nothing more is read here: what was kept of shards goes to the worker (copied, once)
+      this.worker.postMessage({ type: "shards", contents: this.shards.contents() });
+      this.shards = new ShardCache(32e6);
+    };
     this.worker.onerror = (e) => console.error("chunk worker failed:", e.message);
     this.worker.postMessage({ type: "init", base, arrays });
   }
@@ -60,12 +67,9 @@ export class ChunkStore {
 
   /** What the worker does, on this thread (only while the worker starts). */
   async fetchHere(e) {
-    const meta = this.arrays[e.array];
     try {
-      const response = await fetch(new URL(chunkPath(meta, e.index), this.base), { cache: "no-store" });
-      if (response.status === 404) this.onMessage({ id: e.id, status: "missing", data: fillChunk(meta) });
-      else if (!response.ok) throw new Error(`${response.status} ${response.statusText} for ${chunkPath(meta, e.index)}`);
-      else this.onMessage({ id: e.id, status: "ok", data: await decodeChunk(response.body, meta) });
+      const { status, data } = await loadChunk(this.arrays[e.array], e.index, this.base, this.shards);
+      this.onMessage({ id: e.id, status, data });
     } catch (err) {
       this.onMessage({ id: e.id, status: "error", message: String((err && err.message) || err) });
     }
@@ -103,10 +107,16 @@ export class ChunkStore {
 
   /**
    * Forget chunk `index` of `array`: its file on disk changed (a live session appended steps to it),
-   * so the next request fetches it again. A request in flight still answers whoever waits for it,
-   * but its answer no longer fills the cache.
+   * so the next request fetches it again, and the index (or whole body) kept of its shard, here and
+   * in the worker. A request in flight still answers whoever waits for it, but its answer no longer
+   * fills the cache.
    */
   refresh(array, index) {
+    const meta = this.arrays[array];
+    if (meta && meta.shard) {
+      this.shards.dropChunk(meta, index, this.base);
+      this.worker.postMessage({ type: "refresh", array, index });
+    }
     const key = `${array}#${index}`;
     const e = this.entries.get(key);
     if (!e) return;

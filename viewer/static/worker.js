@@ -1,7 +1,8 @@
 // Fetches and decodes chunks off the main thread, at most MAX_IN_FLIGHT at a time, the most
 // urgent first (the step on screen before prefetched neighbours), then in the order asked.
-// Decoded buffers are transferred back, not copied.
-import { chunkPath, decodeChunk, fillChunk } from "./zarr.js";
+// Decoded buffers are transferred back, not copied. Shard indexes (and whole shards from a server
+// that ignores Range requests) are kept here between requests, until the page says a file changed.
+import { ShardCache, loadChunk } from "./zarr.js";
 
 // the step on screen: all its chunks at once (the browser queues what its connections cannot
 // take yet); prefetches: a few at a time, so that a jump elsewhere never waits behind many
@@ -13,6 +14,7 @@ let arrays = {};
 const queue = [];        // waiting tasks
 let inFlight = 0;
 let seq = 0;
+const shards = new ShardCache();
 
 self.onmessage = (e) => {
   const m = e.data;
@@ -31,6 +33,10 @@ self.onmessage = (e) => {
         queue.splice(i, 1);
       }
     }
+  } else if (m.type === "shards") {       // what the page read of shards while this worker started
+    shards.take(m.contents);
+  } else if (m.type === "refresh") {      // the file holding this chunk changed on disk
+    if (arrays[m.array]) shards.dropChunk(arrays[m.array], m.index, base);
   } else if (m.type === "bump") {
     const task = queue.find((t) => t.id === m.id);
     if (task && m.prio > task.prio) { task.prio = m.prio; task.seq = seq++; }
@@ -63,16 +69,7 @@ async function run(task) {
   const meta = arrays[task.array];
   try {
     if (!meta) throw new Error(`unknown array ${task.array}`);
-    const response = await fetch(new URL(chunkPath(meta, task.index), base), { cache: "no-store" });
-    let data, status = "ok";
-    if (response.status === 404) {          // an unwritten chunk reads as the fill value
-      data = fillChunk(meta);
-      status = "missing";
-    } else if (!response.ok) {
-      throw new Error(`${response.status} ${response.statusText} for ${chunkPath(meta, task.index)}`);
-    } else {
-      data = await decodeChunk(response.body, meta);
-    }
+    const { status, data } = await loadChunk(meta, task.index, base, shards);
     self.postMessage({ id: task.id, status, data }, [data.buffer]);
   } catch (err) {
     self.postMessage({ id: task.id, status: "error", message: String(err && err.message || err) });

@@ -1,0 +1,298 @@
+// Reading inner chunks of sharded arrays (`sharding_indexed`): the index at the end or the start,
+// with or without its crc32c, empty slots, and servers that do or do not answer Range requests.
+import assert from "node:assert/strict";
+import test from "node:test";
+import { gzipSync } from "node:zlib";
+
+import {
+  ShardCache, chunkBytes, chunkKey, chunkPath, chunkRange, chunksPerShard, indexBytes, indexRange, indexSize,
+  loadChunk, parseIndex, shardOf,
+} from "../../viewer/static/zarr.js";
+
+const BASE = "http://127.0.0.1:9/";
+
+const meta = (over = {}) => ({
+  path: "tensors/strength", shape: [45, 2, 3], chunks: [1, 2, 3], shard: [20, 2, 3],
+  index: { location: "end", crc32c: false }, dtype: "float32", dims: ["step", "image", "feature"],
+  fill: "NaN", codecs: ["bytes", "gzip"], endian: "little", encoding: "default", sep: ".", ...over,
+});
+
+/** Step s's values: 6 floats that say which step they are. */
+const stepValues = (s) => Array.from({ length: 6 }, (_, i) => s * 10 + i / 4);
+
+/**
+ * A shard file as zarr writes one: the gzip inner chunks one after another, then (or first) the
+ * index of (offset, nbytes) uint64 little-endian pairs, all ones for an empty slot.
+ */
+function shardFile(m, file, { empty = [], pad = 0 } = {}) {
+  const per = chunksPerShard(m);
+  const start = m.index.location === "start";
+  const size = indexSize(m);
+  const parts = [];
+  const index = Buffer.alloc(size);
+  let at = (start ? size : 0) + pad;
+  if (pad) parts.push(Buffer.alloc(pad));  // (zarr leaves no gaps, but a reader must not care)
+  for (let slot = 0; slot < per; slot++) {
+    const step = file * per + slot;
+    if (step >= m.shape[0] || empty.includes(step)) {
+      index.writeBigUInt64LE(0xffffffffffffffffn, slot * 16);
+      index.writeBigUInt64LE(0xffffffffffffffffn, slot * 16 + 8);
+      continue;
+    }
+    const raw = Buffer.alloc(24);
+    stepValues(step).forEach((v, i) => raw.writeFloatLE(v, i * 4));
+    const gz = gzipSync(raw, { level: 1 });
+    index.writeBigUInt64LE(BigInt(at), slot * 16);
+    index.writeBigUInt64LE(BigInt(gz.length), slot * 16 + 8);
+    parts.push(gz);
+    at += gz.length;
+  }
+  if (m.index.crc32c) index.writeUInt32LE(0xdeadbeef, per * 16);  // not checked by the reader
+  const body = start ? [index, ...parts] : [...parts, index];
+  return new Uint8Array(Buffer.concat(body));
+}
+
+/** A fetch over a dict of files: with or without Range support; records each request. */
+function server(files, { ranges = true } = {}) {
+  const log = [];
+  const fetchFn = async (url, init = {}) => {
+    const range = init.headers && init.headers.Range;
+    assert.equal(init.cache, "no-store");
+    log.push({ url: String(url).slice(BASE.length), range });
+    const body = files[String(url).slice(BASE.length)];
+    if (!body) return new Response("no such file", { status: 404, statusText: "Not Found" });
+    if (!range || !ranges) return new Response(body, { status: 200 });
+    let m = /^bytes=(\d+)-(\d+)$/.exec(range), a, b;
+    if (m) { a = Number(m[1]); b = Math.min(Number(m[2]), body.length - 1); }
+    else if ((m = /^bytes=-(\d+)$/.exec(range))) { a = Math.max(0, body.length - Number(m[1])); b = body.length - 1; }
+    else throw new Error(`unexpected range ${range}`);
+    if (a >= body.length) return new Response("", { status: 416 });
+    return new Response(body.slice(a, b + 1), { status: 206 });
+  };
+  return { fetchFn, log };
+}
+
+const files = (m, opts) => Object.fromEntries([0, 1, 2].map((f) => [`${m.path}/c.${f}.0.0`, shardFile(m, f, opts)]));
+
+test("a sharded array: chunk index -> shard file and slot; keys name the shard", () => {
+  const m = meta();
+  assert.equal(chunksPerShard(m), 20);
+  assert.deepEqual(shardOf(m, 0), { file: 0, slot: 0 });
+  assert.deepEqual(shardOf(m, 19), { file: 0, slot: 19 });
+  assert.deepEqual(shardOf(m, 27), { file: 1, slot: 7 });
+  assert.equal(chunkPath(m, 27), "tensors/strength/c.1.0.0");
+  assert.equal(chunkKey(m, 2), "c.2.0.0");
+  // inner chunks of two steps each: ten per shard
+  const m2 = meta({ chunks: [2, 2, 3] });
+  assert.equal(chunksPerShard(m2), 10);
+  assert.deepEqual(shardOf(m2, 13), { file: 1, slot: 3 });
+  // a plain array is its own file
+  const plain = meta({ shard: null, index: null, chunks: [7, 2, 3] });
+  assert.equal(chunksPerShard(plain), 1);
+  assert.equal(chunkPath(plain, 3), "tensors/strength/c.3.0.0");
+});
+
+test("index size and the Range that asks for it: end or start, with or without crc32c", () => {
+  assert.equal(indexSize(meta()), 320);
+  assert.equal(indexRange(meta()), "bytes=-320");
+  const crc = meta({ index: { location: "end", crc32c: true } });
+  assert.equal(indexSize(crc), 324);
+  assert.equal(indexRange(crc), "bytes=-324");
+  assert.equal(indexRange(meta({ index: { location: "start", crc32c: false } })), "bytes=0-319");
+  assert.equal(indexRange(meta({ index: { location: "start", crc32c: true } })), "bytes=0-323");
+});
+
+for (const location of ["end", "start"]) {
+  for (const crc32c of [false, true]) {
+    test(`parse an index at the ${location}${crc32c ? " with crc32c" : ""}; slice chunks out of the whole shard`, async () => {
+      const m = meta({ index: { location, crc32c } });
+      const body = shardFile(m, 0, { empty: [3, 19] });
+      const entries = parseIndex(indexBytes(body, m), m);
+      assert.equal(entries.length, 40);
+      assert.deepEqual([entries[6], entries[7]], [-1, -1]);    // step 3: empty
+      assert.deepEqual([entries[38], entries[39]], [-1, -1]);  // step 19: empty
+      assert.equal(chunkRange(entries, 3), null);
+      assert.equal(chunkBytes(body, entries, 3, m), null);
+      if (location === "start") assert.equal(entries[0], indexSize(m));
+      else assert.equal(entries[0], 0);
+      assert.equal(chunkRange(entries, 0), `bytes=${entries[0]}-${entries[0] + entries[1] - 1}`);
+      for (const slot of [0, 1, 2, 4, 18]) {
+        const bytes = chunkBytes(body, entries, slot, m);
+        assert.equal(bytes.length, entries[2 * slot + 1]);
+        const values = new Float32Array(new Uint8Array(await new Response(new Blob([bytes]).stream()
+          .pipeThrough(new DecompressionStream("gzip"))).arrayBuffer()).buffer);
+        assert.deepEqual(Array.from(values), stepValues(slot));
+      }
+    });
+  }
+}
+
+test("a damaged index is an error, not wrong numbers", () => {
+  const m = meta();
+  assert.throws(() => parseIndex(new Uint8Array(319), m), /expected 320/);
+  assert.throws(() => indexBytes(new Uint8Array(100), m), /shorter than its index/);
+  const bad = new Uint8Array(320);
+  new DataView(bad.buffer).setBigUint64(0, 1n << 60n, true);
+  new DataView(bad.buffer).setBigUint64(8, 5n, true);
+  assert.throws(() => parseIndex(bad, m), /entry 0/);
+  const body = shardFile(m, 0);
+  const entries = parseIndex(indexBytes(body, m), m);
+  assert.throws(() => chunkBytes(body.subarray(0, 10), entries, 5, m), /shorter than its index says/);
+});
+
+for (const location of ["end", "start"]) {
+  for (const crc32c of [false, true]) {
+    test(`loadChunk with Range requests (index at the ${location}${crc32c ? ", crc32c" : ""}): the index once per shard`, async () => {
+      const m = meta({ index: { location, crc32c } });
+      const { fetchFn, log } = server(files(m, { empty: [3] }));
+      const cache = new ShardCache();
+      const got = await loadChunk(m, 2, BASE, cache, fetchFn);
+      assert.equal(got.status, "ok");
+      assert.ok(got.data instanceof Float32Array);
+      assert.deepEqual(Array.from(got.data), stepValues(2));
+      assert.deepEqual(log.map((r) => r.range), [indexRange(m), log[1].range]);
+      assert.match(log[1].range, /^bytes=\d+-\d+$/);
+      assert.ok(log.every((r) => r.url === "tensors/strength/c.0.0.0"));
+      // the neighbour: its bytes only
+      assert.deepEqual(Array.from((await loadChunk(m, 1, BASE, cache, fetchFn)).data), stepValues(1));
+      assert.equal(log.length, 3);
+      // an empty slot: the fill value, nothing fetched
+      const empty = await loadChunk(m, 3, BASE, cache, fetchFn);
+      assert.equal(empty.status, "missing");
+      assert.ok(empty.data.every(Number.isNaN) && empty.data.length === 6);
+      assert.equal(log.length, 3);
+      // the next shard: its own index; the last, partly filled shard
+      assert.deepEqual(Array.from((await loadChunk(m, 27, BASE, cache, fetchFn)).data), stepValues(27));
+      assert.deepEqual(Array.from((await loadChunk(m, 44, BASE, cache, fetchFn)).data), stepValues(44));
+      assert.equal(log.length, 7);
+      assert.equal(cache.bytes, 0, "no whole shard was kept: none was sent");
+    });
+  }
+}
+
+test("two reads of one shard at once share its index request", async () => {
+  const m = meta();
+  const { fetchFn, log } = server(files(m));
+  const cache = new ShardCache();
+  const got = await Promise.all([5, 6, 7].map((i) => loadChunk(m, i, BASE, cache, fetchFn)));
+  assert.deepEqual(got.map((g) => g.data[0]), [50, 60, 70]);
+  assert.equal(log.filter((r) => r.range === indexRange(m)).length, 1);
+  assert.equal(log.length, 4);
+});
+
+for (const location of ["end", "start"]) {
+  test(`a server that ignores Range (index at the ${location}): one whole shard, kept for its neighbours`, async () => {
+    const m = meta({ index: { location, crc32c: true } });
+    const { fetchFn, log } = server(files(m, { empty: [8] }), { ranges: false });
+    const cache = new ShardCache();
+    assert.deepEqual(Array.from((await loadChunk(m, 4, BASE, cache, fetchFn)).data), stepValues(4));
+    assert.equal(log.length, 1);
+    for (const i of [5, 3, 0, 19]) assert.deepEqual(Array.from((await loadChunk(m, i, BASE, cache, fetchFn)).data), stepValues(i));
+    assert.equal((await loadChunk(m, 8, BASE, cache, fetchFn)).status, "missing");
+    assert.equal(log.length, 1, "the neighbours came from the kept shard");
+    await Promise.all([21, 22, 23].map((i) => loadChunk(m, i, BASE, cache, fetchFn)));
+    assert.equal(log.length, 2, "three reads of a new shard at once: one whole-shard request");
+    assert.equal(cache.bytes, files(m, { empty: [8] })["tensors/strength/c.0.0.0"].length + files(m)["tensors/strength/c.1.0.0"].length);
+  });
+}
+
+test("whole shards are kept within a byte budget, least recently used out first", async () => {
+  const m = meta();
+  const all = files(m);
+  const size = all["tensors/strength/c.0.0.0"].length;
+  const { fetchFn, log } = server(all, { ranges: false });
+  const cache = new ShardCache(size + all["tensors/strength/c.1.0.0"].length);
+  await loadChunk(m, 0, BASE, cache, fetchFn);
+  await loadChunk(m, 20, BASE, cache, fetchFn);
+  await loadChunk(m, 1, BASE, cache, fetchFn);          // shard 0: the most recently used now
+  assert.equal(log.length, 2);
+  await loadChunk(m, 40, BASE, cache, fetchFn);         // shard 2 in, shard 1 out
+  assert.ok(cache.bytes <= cache.budget);
+  assert.deepEqual([...cache.bodies.keys()].map((u) => u.slice(BASE.length)), ["tensors/strength/c.0.0.0", "tensors/strength/c.2.0.0"]);
+  await loadChunk(m, 2, BASE, cache, fetchFn);
+  assert.equal(log.length, 3);
+  // shard 1's index is still kept: its chunk is asked for with a Range, and this server sends it all again
+  await loadChunk(m, 21, BASE, cache, fetchFn);
+  assert.equal(log.length, 4);
+  assert.match(log[3].range, /^bytes=\d+-\d+$/);
+  // a shard over the whole budget is never kept
+  const tiny = new ShardCache(10);
+  await loadChunk(m, 0, BASE, tiny, fetchFn);
+  assert.equal(tiny.bytes, 0);
+});
+
+test("a missing shard reads as the fill value; other errors are errors", async () => {
+  const m = meta({ dtype: "int32", fill: -1 });
+  const { fetchFn, log } = server({});
+  const cache = new ShardCache();
+  const got = await loadChunk(m, 30, BASE, cache, fetchFn);
+  assert.equal(got.status, "missing");
+  assert.ok(got.data instanceof Int32Array && got.data.every((v) => v === -1));
+  await loadChunk(m, 31, BASE, cache, fetchFn);
+  assert.equal(log.length, 1, "the missing shard is remembered");
+  const broken = async () => new Response("", { status: 500, statusText: "Internal Server Error" });
+  await assert.rejects(loadChunk(meta(), 0, BASE, new ShardCache(), broken), /500 Internal Server Error for tensors\/strength\/c.0.0.0/);
+  assert.equal(cache.indexes.size, 1);
+});
+
+test("a plain array: one request per chunk, no Range", async () => {
+  const m = meta({ shard: null, index: null, chunks: [1, 2, 3], sep: "/" });
+  const raw = Buffer.alloc(24);
+  stepValues(7).forEach((v, i) => raw.writeFloatLE(v, i * 4));
+  const { fetchFn, log } = server({ "tensors/strength/c/7/0/0": new Uint8Array(gzipSync(raw)) });
+  const cache = new ShardCache();
+  assert.deepEqual(Array.from((await loadChunk(m, 7, BASE, cache, fetchFn)).data), stepValues(7));
+  assert.equal((await loadChunk(m, 8, BASE, cache, fetchFn)).status, "missing");
+  assert.deepEqual(log, [{ url: "tensors/strength/c/7/0/0", range: undefined }, { url: "tensors/strength/c/8/0/0", range: undefined }]);
+});
+
+test("a changed shard: dropChunk forgets its index and whole body; a stale index is read afresh once", async () => {
+  const m = meta();
+  const all = files(m, { empty: [10, 11, 12, 13, 14, 15, 16, 17, 18, 19] });  // a live session wrote steps 0-9
+  for (const ranges of [true, false]) {
+    const { fetchFn, log } = server(all, { ranges });
+    const cache = new ShardCache();
+    assert.equal((await loadChunk(m, 12, BASE, cache, fetchFn)).status, "missing");
+    assert.equal((await loadChunk(m, 3, BASE, cache, fetchFn)).status, "ok");
+    const before = log.length;
+    all["tensors/strength/c.0.0.0"] = shardFile(m, 0);   // ... then steps 10-19
+    assert.equal((await loadChunk(m, 12, BASE, cache, fetchFn)).status, "missing", "until told, the kept index stands");
+    cache.dropChunk(m, 12, BASE);
+    assert.equal(cache.indexes.size, 0);
+    assert.equal(cache.bytes, 0);
+    assert.deepEqual(Array.from((await loadChunk(m, 12, BASE, cache, fetchFn)).data), stepValues(12));
+    assert.ok(log.length > before);
+    all["tensors/strength/c.0.0.0"] = shardFile(m, 0, { empty: [10, 11, 12, 13, 14, 15, 16, 17, 18, 19] });
+  }
+  // an index kept from before a rewrite that moved the chunks: what it points at is no chunk now;
+  // the index is read again, once
+  const shard = "tensors/strength/c.0.0.0";
+  const { fetchFn, log } = server(all);
+  const cache = new ShardCache();
+  await loadChunk(m, 0, BASE, cache, fetchFn);
+  assert.equal(log.length, 2);
+  all[shard] = shardFile(m, 0, { pad: 3 });
+  assert.deepEqual(Array.from((await loadChunk(m, 1, BASE, cache, fetchFn)).data), stepValues(1));
+  assert.deepEqual(log.slice(2).map((r) => r.range === indexRange(m)), [false, true, false]);
+  // an index that still fails when read afresh: the error, after one more try only
+  all[shard] = shardFile(m, 0, { pad: 3 }).map((b, i, a) => (i < a.length - 320 ? 0 : b));
+  cache.dropChunk(m, 0, BASE);
+  await loadChunk(m, 19, BASE, cache, fetchFn).then(() => assert.fail("read a zeroed chunk"), () => {});
+  assert.equal(log.length, 7);
+  await assert.rejects(loadChunk(m, 2, BASE, cache, fetchFn));
+  assert.equal(log.length, 7 + 3, "a kept index, then the index afresh: one retry, no more");
+});
+
+test("a kept index travels to another thread's cache", async () => {
+  const m = meta();
+  const { fetchFn, log } = server(files(m), { ranges: false });
+  const page = new ShardCache();
+  await loadChunk(m, 0, BASE, page, fetchFn);
+  const contents = structuredClone(page.contents());
+  assert.equal(contents.indexes.length, 1);
+  assert.equal(contents.bodies.length, 1);
+  const worker = new ShardCache();
+  worker.take(contents);
+  assert.deepEqual(Array.from((await loadChunk(m, 1, BASE, worker, fetchFn)).data), stepValues(1));
+  assert.equal(log.length, 1);
+});

@@ -1,0 +1,60 @@
+// Sharded arrays as zarr-python writes them, read with the page's metadata as the builder makes it.
+// tests/test_js.py writes the arrays and their expected values into a folder named by
+// ACC_ZARR_FIXTURE (without it, as under a bare `node --test`, these tests are skipped).
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import test from "node:test";
+
+import { ShardCache, indexRange, loadChunk, rowLength } from "../../viewer/static/zarr.js";
+
+const ROOT = process.env.ACC_ZARR_FIXTURE;
+const BASE = "http://127.0.0.1:9/";
+const fixture = ROOT ? JSON.parse(readFileSync(join(ROOT, "expected.json"), "utf8")) : { arrays: {} };
+
+/** A fetch over the fixture's files, answering Range requests (or not), logging each request. */
+function server(ranges) {
+  const log = [];
+  const fetchFn = async (url, init = {}) => {
+    const path = String(url).slice(BASE.length);
+    const range = init.headers && init.headers.Range;
+    log.push({ path, range });
+    let body;
+    try { body = new Uint8Array(readFileSync(join(ROOT, path))); } catch { return new Response("", { status: 404 }); }
+    if (!range || !ranges) return new Response(body, { status: 200 });
+    let m = /^bytes=(\d+)-(\d+)$/.exec(range), a, b;
+    if (m) { a = Number(m[1]); b = Math.min(Number(m[2]), body.length - 1); }
+    else { m = /^bytes=-(\d+)$/.exec(range); a = Math.max(0, body.length - Number(m[1])); b = body.length - 1; }
+    return new Response(body.slice(a, b + 1), { status: 206 });
+  };
+  return { fetchFn, log };
+}
+
+const same = (got, want) => got.length === want.length && want.every((w, i) => (w === null ? Number.isNaN(got[i]) : got[i] === w));
+
+for (const [name, { meta, steps }] of Object.entries(fixture.arrays)) {
+  for (const ranges of [true, false]) {
+    test(`${name} (${JSON.stringify(meta.index)}), ${ranges ? "Range requests" : "a server that ignores Range"}`, { skip: !ROOT }, async () => {
+      assert.ok(meta.shard, "the builder did not see a sharded array");
+      const { fetchFn, log } = server(ranges);
+      const cache = new ShardCache();
+      const n = rowLength(meta);
+      for (let step = 0; step < steps.length; step++) {
+        const index = Math.floor(step / meta.chunks[0]);
+        const { status, data } = await loadChunk(meta, index, BASE, cache, fetchFn);
+        const at = (step % meta.chunks[0]) * n;
+        const row = data.subarray(at, at + n);
+        assert.ok(same(Array.from(row), steps[step]), `${name} step ${step}: ${Array.from(row).slice(0, 4)} vs ${steps[step].slice(0, 4)}`);
+        if (steps[step].every((v) => v === null) || steps[step].every((v) => v === -1)) {
+          // an empty slot or a shard never written
+          if (meta.chunks[0] === 1) assert.equal(status, "missing", `${name} step ${step}`);
+        } else {
+          assert.equal(status, "ok");
+        }
+      }
+      const shards = new Set(log.map((r) => r.path)).size;
+      if (ranges) assert.equal(log.filter((r) => r.range === indexRange(meta)).length, shards, "one index request per shard");
+      else assert.equal(log.length, shards, "one request per shard");
+    });
+  }
+}
