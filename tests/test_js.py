@@ -1,7 +1,8 @@
 """The viewer's JS unit tests (tests/js/*.test.mjs), run with node's own test runner.
 
 Some of them read sharded arrays written here by zarr-python itself (every index layout the
-viewer reads), with the metadata the page builder makes of them.
+viewer reads), with the metadata the page builder makes of them, and with the built shard index
+the page builder writes for them (covering their first BUILT_STEPS steps).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import pytest
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec
 
-from viewer.build import array_meta
+from viewer.build import array_meta, shard_index
 
 JS_TESTS = Path(__file__).parent / "js"
+BUILT_STEPS = 25  # the fixture's built shard index covers these: the steps after are read from the shards' indexes
 
 
 def sharded(group, name: str, values: np.ndarray, shard: int, inner: int, index_codecs, location: str, fill):
@@ -58,7 +60,10 @@ def write_fixture(root: Path) -> None:
         values = arr[:].reshape(arr.shape[0], -1)
         steps = [[None if np.isnan(v) else float(v) for v in row] if values.dtype.kind == "f" else row.tolist() for row in values]
         out[name] = {"meta": meta, "steps": steps}
-    (root / "expected.json").write_text(json.dumps({"arrays": out}))
+    index, spec = shard_index(root, {name: a["meta"] for name, a in out.items()}, BUILT_STEPS)
+    spec["path"] = "shard-index.bin"
+    (root / spec["path"]).write_bytes(index)
+    (root / "expected.json").write_text(json.dumps({"arrays": out, "shard_index": spec}))
 
 
 def test_js_unit_tests_pass(tmp_path):

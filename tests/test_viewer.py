@@ -201,6 +201,19 @@ def step_bytes(path: Path, array: str, step: int) -> StepBytes:
     return StepBytes(file, None if empty else f"bytes={offset}-{offset + nbytes - 1}", index)
 
 
+def byte_span(header: str) -> tuple[int, int]:
+    first, last = re.fullmatch(r"bytes=(\d+)-(\d+)", header).groups()
+    return int(first), int(last)
+
+
+def covers(header: str | None, inner: str | None) -> bool:
+    """Whether the Range `header` asks for every byte of the Range `inner` (an inner chunk's)."""
+    if header is None or inner is None or not re.fullmatch(r"bytes=\d+-\d+", header):
+        return False
+    (a, b), (c, d) = byte_span(header), byte_span(inner)
+    return a <= c and d <= b
+
+
 def reshard(path: Path, steps: int, index_codecs, location: str) -> list[str]:
     """Rewrite every tensors/ array of over 1024 values a step (sharded or not) as shards of `steps`
     steps, each step an inner chunk (bytes, gzip), the index as told; the names of those arrays."""
@@ -266,8 +279,9 @@ class Watch:
         return [(r, status) for u, r, status in self.fetches if u.split("?")[0].endswith("/" + file)]
 
     def step_fetches(self, where: StepBytes) -> list[tuple[str | None, int]]:
-        """The answers that brought one step's bytes: its inner chunk's range (206), or its whole chunk or shard (200)."""
-        return [(r, s) for r, s in self.file_fetches(where.file) if s == 200 or (s == 206 and r == where.range)]
+        """The answers that brought one step's bytes: a range that holds its inner chunk (206; the chunks
+        beside it may come along), or its whole chunk or shard (200)."""
+        return [(r, s) for r, s in self.file_fetches(where.file) if s == 200 or (s == 206 and covers(r, where.range))]
 
     def index_fetches(self, where: StepBytes) -> list[tuple[str | None, int]]:
         """The requests for the index of the shard holding a step."""
@@ -576,10 +590,10 @@ def test_collapsed_sections_fetch_nothing(page, bcl_site):
     assert page.watch.step_fetches(strength)
     batch = step_bytes(bcl_site.path, "tensors/batch_images", 27)
     assert not page.watch.step_fetches(batch), "the collapsed batch section fetched its step"
-    # one request per array of the step (and of a shard, one for its index, once)
+    # one request per array of the step (a shard's index: none, the built one says where the step lies)
     assert len(page.watch.step_fetches(strength)) == 1, page.watch.file_fetches(strength.file)
     if strength.index:
-        assert len(page.watch.index_fetches(strength)) == 1, page.watch.file_fetches(strength.file)
+        assert not page.watch.index_fetches(strength), page.watch.file_fetches(strength.file)
         assert all(s == 206 for _, s in page.watch.file_fetches(strength.file)), "a whole shard was fetched"
     # opening a section fetches and draws its data for the step shown
     page.locator("[data-section='other'] > summary").click()
@@ -589,6 +603,50 @@ def test_collapsed_sections_fetch_nothing(page, bcl_site):
     assert all(c["distinct"] >= 2 for c in canvases(page, "other"))
     # the timeline reads summaries only, never a step's tensors
     assert not [u for u in page.watch.requests if "/tensors/loss/" in u]
+
+
+# JS: the arrays showing a step takes, and those of them that are sharded
+PLAN_ARRAYS = "(step) => [...new Set(window.accViewer.plan(step).arrays.values())]"
+STORE_ROW = "async ([array, step]) => Array.from(await window.accViewer.store.row(array, step))"
+HELD = "([arrays, steps]) => arrays.every((a) => steps.every((s) => window.accViewer.store.has(a, s)))"
+
+
+def test_a_switch_asks_once_per_array_and_prefetching_asks_nothing(page, bcl_site):
+    """A step in a shard not read yet: one request per sharded array shown (no index request: the built
+    shard index says where it lies), bringing the steps beside it too, so prefetching them asks for nothing."""
+    open_at(page, bcl_site, 2)
+    wait_worker(page)
+    arrays = page.evaluate(PLAN_ARRAYS, 2)
+    page.wait_for_function(HELD, arg=[arrays, [1, 3]], timeout=15000)  # prefetched neighbours of step 2
+    sharded = [a for a in arrays if step_bytes(bcl_site.path, a, 2).index]
+    assert len(sharded) >= 10, sharded
+    assert len(page.watch.chunk_requests("/viewer/shard-index.bin")) == 1
+    assert not any(page.watch.index_fetches(step_bytes(bcl_site.path, a, 2)) for a in sharded), "a shard index was fetched"
+
+    before = len(page.watch.requests)
+    page.evaluate("window.accViewer.go(25)")
+    wait_step(page, 25)
+    asked = page.watch.requests[before:]
+    assert len(asked) == len(sharded), asked  # the other arrays' chunks hold many steps: held already
+    for a in sharded:
+        shard = step_bytes(bcl_site.path, a, 25).file
+        got = page.watch.file_fetches(shard)
+        assert len([u for u in asked if u.endswith("/" + shard)]) == 1, (a, asked)
+        # steps 24 and 26 came along, in the same request
+        first, last = byte_span(step_bytes(bcl_site.path, a, 24).range)[0], byte_span(step_bytes(bcl_site.path, a, 26).range)[1]
+        assert got == [(f"bytes={first}-{last}", 206)], (a, got)
+
+    # the page prefetches steps 24 and 26 after drawing 25: from the bytes held, no request
+    page.wait_for_function(HELD, arg=[arrays, [24, 26]], timeout=15000)
+    assert page.watch.requests[before + len(asked):] == []
+    page.keyboard.press("ArrowRight")
+    wait_step(page, 26)
+    assert page.evaluate("window.accViewer.timing")["chunks"] == len(arrays)
+    # what came along is what the store holds
+    data = Recording.open(bcl_site.path).step(26)
+    for key in ("strength", "batch_images", "encoder_weights"):
+        shown = np.array(page.evaluate(STORE_ROW, [f"tensors/{key}", 26]), dtype=np.float32)
+        assert np.array_equal(shown, data[key].ravel()), key
 
 
 # -- 3: user text is text; nothing outside the recording is served ---------------------------------
@@ -874,7 +932,76 @@ def test_build_reads_shard_layouts_and_names_the_rest(tmp_path):
         assert isinstance(got, str) and reason in got, (name, got)
 
 
+def page_json(path: Path) -> dict:
+    html = (path / "index.html").read_text()
+    return json.loads(re.search(r'<script type="application/json" id="acc-data">(.*?)</script>', html, re.S).group(1))
+
+
+@pytest.mark.parametrize("site", ["bcl_site", "sparse_site", "resharded_site"])
+def test_build_writes_where_every_step_lies(site, request):
+    """viewer/shard-index.bin holds, for every sharded array, each completed step's (offset, nbytes) as its
+    shard's own index says (uint32 pairs, all ones for a step not written); the page says where each part is."""
+    path = request.getfixturevalue(site).path
+    data = page_json(path)
+    spec = data["shard_index"]
+    raw = (path / spec["path"]).read_bytes()
+    assert spec["path"] == "viewer/shard-index.bin" and len(raw) == spec["bytes"] and spec["width"] == 4
+    steps = Recording.open(path).steps
+    sharded = {name for name, meta in data["arrays"].items() if meta["shard"]}
+    assert len(sharded) >= 10 and set(spec["arrays"]) == sharded
+    for name, part in spec["arrays"].items():
+        assert part["chunks"] == steps
+        pairs = np.frombuffer(raw, "<u4", count=2 * steps, offset=part["at"]).reshape(steps, 2)
+        for step in range(steps):
+            where = step_bytes(path, name, step)
+            offset, nbytes = (int(v) for v in pairs[step])
+            shown = None if offset == nbytes == 2**32 - 1 else f"bytes={offset}-{offset + nbytes - 1}"
+            assert shown == where.range, (name, step, shown, where.range)
+    if site == "sparse_site":
+        assert (pairs[1] == 2**32 - 1).all() and (pairs[5] != 2**32 - 1).all()
+
+
+def test_shard_index_widths_and_damaged_shards(tmp_path):
+    """uint64 pairs when a chunk ends past 4 GiB; an array whose shard index points outside its data is
+    left out (the page reads its shards' own indexes, and says what is wrong); steps past the array's
+    shape are not covered."""
+    from viewer.build import shard_index
+
+    meta = {"path": "a", "shape": [6, 2], "chunks": [1, 2], "shard": [4, 2], "index": {"location": "end", "crc32c": False},
+            "encoding": "default", "sep": "."}
+    (tmp_path / "a").mkdir()
+    empty = 2**64 - 1
+
+    def shard(file: int, entries: list[tuple[int, int]], data_bytes: int) -> None:
+        with open(tmp_path / "a" / f"c.{file}.0", "wb") as f:
+            f.truncate(data_bytes)  # (a sparse file: nothing written before the index)
+            f.seek(data_bytes)
+            f.write(struct.pack(f"<{2 * len(entries)}Q", *[v for e in entries for v in e]))
+
+    shard(0, [(0, 10), (10, 10), (empty, empty), (20, 5)], 25)
+    shard(1, [(0, 8), (8, 8), (empty, empty), (empty, empty)], 16)
+    index, spec = shard_index(tmp_path, {"a": meta}, 100)
+    assert spec == {"path": "viewer/shard-index.bin", "bytes": 48, "width": 4, "arrays": {"a": {"at": 0, "chunks": 6}}}
+    assert struct.unpack("<12I", index) == (0, 10, 10, 10, 2**32 - 1, 2**32 - 1, 20, 5, 0, 8, 8, 8)
+    assert shard_index(tmp_path, {"a": meta}, 5)[1]["arrays"]["a"]["chunks"] == 5
+
+    shard(1, [(0, 8), (2**32 + 8, 8), (empty, empty), (empty, empty)], 2**32 + 16)
+    index, spec = shard_index(tmp_path, {"a": meta}, 6)
+    assert spec["width"] == 8 and spec["bytes"] == 96
+    assert struct.unpack("<12Q", index)[8:] == (0, 8, 2**32 + 8, 8)
+    assert struct.unpack("<12Q", index)[4:6] == (empty, empty)
+
+    shard(1, [(0, 8), (9, 8), (empty, empty), (empty, empty)], 16)  # past the chunks' bytes
+    assert shard_index(tmp_path, {"a": meta}, 6) == (b"", None)
+    (tmp_path / "a" / "c.1.0").write_bytes(b"short")
+    assert shard_index(tmp_path, {"a": meta}, 6) == (b"", None)
+    (tmp_path / "a" / "c.1.0").unlink()  # no step of shard 1 written: empty
+    index, spec = shard_index(tmp_path, {"a": meta}, 6)
+    assert struct.unpack("<12I", index)[8:] == (2**32 - 1,) * 4
+
+
 @pytest.mark.filterwarnings("ignore:Object at index.html is not recognized")
+@pytest.mark.filterwarnings("ignore:Object at .* is not recognized")  # (listing viewer/: its files are no zarr nodes)
 def test_built_recording_still_reads_as_zarr(bcl_built):
     assert json.loads((bcl_built / "viewer" / "zarr.json").read_text()) == {
         "zarr_format": 3, "node_type": "group", "attributes": {}}
@@ -882,6 +1009,9 @@ def test_built_recording_still_reads_as_zarr(bcl_built):
     assert rec.steps == 30 and rec.step(3)["strength"].shape == (128, 64)
     group = zarr.open_group(bcl_built, mode="r")
     assert "viewer" in set(group.group_keys())
+    assert (bcl_built / "viewer" / "shard-index.bin").is_file()
+    assert dict(group["viewer"].members()) == {}, "the shard index file is no zarr node"
+    assert "viewer" in dict(group.members())
     assert not any(p.name.startswith(".") for p in bcl_built.iterdir()), "a temporary file was left behind"
 
 

@@ -2,18 +2,23 @@
 
 The page carries everything it needs to start as inline JSON: the `StepTensorKey` table (from the
 enum), the page layout, and the metadata of every array (shape, chunks, dtype, dimension names,
-fill value, codecs), so the browser fetches no `zarr.json` at all, only chunks.
+fill value, codecs), so the browser fetches no `zarr.json` at all, only chunks. Where each inner
+chunk of a sharded array lies in its shard file is copied from the shard indexes into one binary
+file beside the JS (`viewer/shard-index.bin`, see `shard_index`): the page fetches it once instead
+of one shard index per shard.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import jinja2
+import numpy as np
 
 from acc.step_inspector import StepTensorKey
 from capture import format as fmt
@@ -23,6 +28,7 @@ from viewer import layout
 STATIC = Path(__file__).parent / "static"
 TEMPLATES = Path(__file__).parent / "templates"
 ASSETS_DIR = "viewer"  # inside the recording
+SHARD_INDEX = "shard-index.bin"  # in ASSETS_DIR
 # viewer/ is a folder inside a Zarr group: make it an empty group so zarr-python lists it cleanly
 EMPTY_GROUP = {"zarr_format": 3, "node_type": "group", "attributes": {}}
 
@@ -132,6 +138,81 @@ def collect_arrays(rec: Recording) -> tuple[dict, list[str]]:
     return arrays, skipped
 
 
+def _shard_file(meta: dict, shard: int) -> str:
+    """The key of shard `shard` along the step dimension, as zarr names it (see zarr.js `chunkKey`)."""
+    coords = [str(shard)] + ["0"] * (len(meta["chunks"]) - 1)
+    return meta["sep"].join(coords if meta["encoding"] == "v2" else ["c", *coords])
+
+
+def _shard_entries(root: Path, meta: dict, chunks: int) -> np.ndarray | None:
+    """(offset, nbytes) of inner chunks [0, chunks) of a sharded array, read from its shard indexes
+    (16 bytes an inner chunk, not the chunks): a [chunks, 2] uint64 array, EMPTY for a chunk not
+    written (or in a shard file that is not there). None if a shard cannot be read or is not what
+    its index says: the page then reads that array's shard indexes itself, and says what is wrong."""
+    per = meta["shard"][0] // meta["chunks"][0]
+    size = 16 * per + (4 if meta["index"]["crc32c"] else 0)
+    at_start = meta["index"]["location"] == "start"
+    out = np.full((math.ceil(chunks / per) * per, 2), fmt.EMPTY, dtype=np.uint64)
+    for shard in range(math.ceil(chunks / per)):
+        try:
+            fd = os.open(root / meta["path"] / _shard_file(meta, shard), os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # no step of this shard was written
+        except OSError:
+            return None
+        try:
+            file_size = os.fstat(fd).st_size
+            raw = os.pread(fd, 16 * per, 0 if at_start else file_size - size) if file_size >= size else b""
+        except OSError:
+            raw = b""
+        finally:
+            os.close(fd)
+        if len(raw) != 16 * per:
+            return None
+        entries = np.frombuffer(raw, dtype="<u8").reshape(per, 2)
+        data = (size, file_size) if at_start else (0, file_size - size)
+        written = entries[:, 0] != fmt.EMPTY
+        offsets, nbytes = entries[written, 0], entries[written, 1]
+        if ((offsets < data[0]) | (nbytes == 0) | (nbytes > data[1]) | (offsets > data[1] - nbytes)).any():
+            return None
+        out[shard * per:(shard + 1) * per] = entries
+    return out[:chunks]
+
+
+def shard_index(root: Path, arrays: dict, steps: int) -> tuple[bytes, dict | None]:
+    """The shard index file of the viewer and its description for the page (None: no sharded array).
+
+    For every sharded array, the (offset, nbytes) of each inner chunk whose steps are all among the
+    `steps` completed, in chunk order: one part per array, one after another, each pair two uint32
+    (little-endian; 0xffffffff twice for a chunk not written) when every chunk ends below 4 GiB,
+    else two uint64. The page gets {path, bytes, width, arrays: {array: {at, chunks}}}: where each
+    array's part starts (in bytes) and how many inner chunks it covers; a step beyond them (a live
+    session added it) is found through its shard's own index. The recorder never moves a chunk it
+    has written, so the file stays right for the steps it covers while a recording grows.
+    """
+    parts = {}
+    for name, meta in arrays.items():
+        if meta["shard"]:
+            entries = _shard_entries(root, meta, min(steps, meta["shape"][0]) // meta["chunks"][0])
+            if entries is not None:
+                parts[name] = entries
+    if not parts:
+        return b"", None
+    written = [e[e[:, 0] != fmt.EMPTY] for e in parts.values()]
+    end = max((int((w[:, 0] + w[:, 1]).max()) for w in written if len(w)), default=0)
+    width, dtype = (4, "<u4") if end < 2**32 - 1 else (8, "<u8")
+    out, described, at = [], {}, 0
+    for name, entries in parts.items():
+        values = entries.astype(dtype)  # EMPTY (2^64-1) becomes 0xffffffff
+        if width == 4:
+            values[entries == fmt.EMPTY] = 2**32 - 1
+        out.append(values.tobytes())
+        described[name] = {"at": at, "chunks": len(entries)}
+        at += values.nbytes
+    spec = {"path": f"{ASSETS_DIR}/{SHARD_INDEX}", "bytes": at, "width": width, "arrays": described}
+    return b"".join(out), spec
+
+
 def config_rows(config: dict | None) -> list[tuple[str, str]]:
     """Flatten {model: {...}, bcl: {...}} to ("bcl", "som_lr 0.001, ...") rows."""
     rows = []
@@ -143,8 +224,10 @@ def config_rows(config: dict | None) -> list[tuple[str, str]]:
     return rows
 
 
-def page_data(rec: Recording) -> dict:
+def page_data(rec: Recording) -> tuple[dict, bytes | None]:
+    """What the page inlines, and the bytes of its shard index file (None: it has none)."""
     arrays, skipped = collect_arrays(rec)
+    index, index_spec = shard_index(Path(rec.path), arrays, rec.steps)
     meta = rec.meta
     return {
         "run": {
@@ -161,27 +244,29 @@ def page_data(rec: Recording) -> dict:
         "timeline": [c.to_json() for c in layout.TIMELINE],
         "timeline_heatmap": layout.TIMELINE_HEATMAP,
         "names": layout.NAMES,
-    }
+        "shard_index": index_spec,
+    }, (index if index_spec else None)
 
 
-def render(rec: Recording) -> str:
+def render(rec: Recording) -> tuple[str, bytes | None]:
+    """The page, and the bytes of its shard index file (None: it has none)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     meta = rec.meta
-    data = page_data(rec)
+    data, index = page_data(rec)
     modules = sorted(p.name for p in STATIC.glob("*.js"))
     return env.get_template("index.html").render(
         run=data["run"], meta=meta, config_rows=config_rows(meta.get("config")), sections=layout.sections(),
         data=data, assets=ASSETS_DIR, modules=modules, versions=meta.get("versions") or {},
         full_steps=int(rec.full_capture.sum()) if rec.steps else 0,
-    )
+    ), index
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, content: str | bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content.encode("utf-8") if isinstance(content, str) else content)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -192,13 +277,15 @@ def _write_atomic(path: Path, text: str) -> None:
 def build(rec: Recording) -> Path:
     """Write index.html and viewer/ into the recording; return the path of index.html."""
     root = Path(rec.path)
-    html = render(rec)
+    html, index_bytes = render(rec)
     assets = root / ASSETS_DIR
     try:
         if assets.exists() and not assets.is_dir():
             raise ViewerError(f"cannot write the viewer: {assets} exists and is not a directory")
         assets.mkdir(exist_ok=True)
         wanted = {p.name for p in STATIC.iterdir() if p.is_file()} | {"zarr.json"}
+        if index_bytes is not None:
+            wanted.add(SHARD_INDEX)
         for old in assets.iterdir():  # files of an older viewer version
             if old.is_file() and old.name not in wanted:
                 old.unlink()
@@ -206,6 +293,8 @@ def build(rec: Recording) -> Path:
             if src.is_file():
                 shutil.copyfile(src, assets / src.name)
         _write_atomic(assets / "zarr.json", json.dumps(EMPTY_GROUP, indent=2) + "\n")
+        if index_bytes is not None:  # before the page that describes it
+            _write_atomic(assets / SHARD_INDEX, index_bytes)
         index = root / "index.html"
         _write_atomic(index, html)
     except OSError as e:

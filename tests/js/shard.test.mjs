@@ -5,8 +5,8 @@ import test from "node:test";
 import { gzipSync } from "node:zlib";
 
 import {
-  ShardCache, chunkBytes, chunkKey, chunkPath, chunkRange, chunksPerShard, indexBytes, indexRange, indexSize,
-  loadChunk, parseIndex, shardOf,
+  ShardCache, builtEntries, chunkBytes, chunkKey, chunkPath, chunkSpan, chunksPerShard, indexBytes,
+  indexRange, indexSize, loadChunk, parseBuiltIndex, parseIndex, shardOf,
 } from "../../viewer/static/zarr.js";
 
 const BASE = "http://127.0.0.1:9/";
@@ -111,11 +111,9 @@ for (const location of ["end", "start"]) {
       assert.equal(entries.length, 40);
       assert.deepEqual([entries[6], entries[7]], [-1, -1]);    // step 3: empty
       assert.deepEqual([entries[38], entries[39]], [-1, -1]);  // step 19: empty
-      assert.equal(chunkRange(entries, 3), null);
       assert.equal(chunkBytes(body, entries, 3, m), null);
       if (location === "start") assert.equal(entries[0], indexSize(m));
       else assert.equal(entries[0], 0);
-      assert.equal(chunkRange(entries, 0), `bytes=${entries[0]}-${entries[0] + entries[1] - 1}`);
       for (const slot of [0, 1, 2, 4, 18]) {
         const bytes = chunkBytes(body, entries, slot, m);
         assert.equal(bytes.length, entries[2 * slot + 1]);
@@ -150,22 +148,29 @@ for (const location of ["end", "start"]) {
       assert.equal(got.status, "ok");
       assert.ok(got.data instanceof Float32Array);
       assert.deepEqual(Array.from(got.data), stepValues(2));
-      assert.deepEqual(log.map((r) => r.range), [indexRange(m), log[1].range]);
-      assert.match(log[1].range, /^bytes=\d+-\d+$/);
+      // the index, then step 2's bytes with step 1's in front (step 3 is empty: nothing after)
+      const entries = parseIndex(indexBytes(files(m, { empty: [3] })["tensors/strength/c.0.0.0"], m), m);
+      assert.deepEqual(log.map((r) => r.range), [indexRange(m), `bytes=${entries[2]}-${entries[4] + entries[5] - 1}`]);
       assert.ok(log.every((r) => r.url === "tensors/strength/c.0.0.0"));
-      // the neighbour: its bytes only
+      // the neighbour: held already
       assert.deepEqual(Array.from((await loadChunk(m, 1, BASE, cache, fetchFn)).data), stepValues(1));
-      assert.equal(log.length, 3);
+      assert.equal(log.length, 2);
       // an empty slot: the fill value, nothing fetched
       const empty = await loadChunk(m, 3, BASE, cache, fetchFn);
       assert.equal(empty.status, "missing");
       assert.ok(empty.data.every(Number.isNaN) && empty.data.length === 6);
-      assert.equal(log.length, 3);
+      assert.equal(log.length, 2);
+      // step 0: its bytes only (step 1's are held)
+      assert.deepEqual(Array.from((await loadChunk(m, 0, BASE, cache, fetchFn)).data), stepValues(0));
+      assert.deepEqual(log.slice(2).map((r) => r.range), [`bytes=${entries[0]}-${entries[0] + entries[1] - 1}`]);
       // the next shard: its own index; the last, partly filled shard
       assert.deepEqual(Array.from((await loadChunk(m, 27, BASE, cache, fetchFn)).data), stepValues(27));
       assert.deepEqual(Array.from((await loadChunk(m, 44, BASE, cache, fetchFn)).data), stepValues(44));
       assert.equal(log.length, 7);
-      assert.equal(cache.bytes, 0, "no whole shard was kept: none was sent");
+      assert.equal((await loadChunk(m, 43, BASE, cache, fetchFn)).data[0], 430);
+      assert.equal(log.length, 7);
+      const sizes = (f) => { const e = parseIndex(indexBytes(files(m)[`tensors/strength/c.${f}.0.0`], m), m); return (a, b) => e[2 * b] + e[2 * b + 1] - e[2 * a]; };
+      assert.equal(cache.bytes, sizes(0)(1, 2) + sizes(0)(0, 0) + sizes(1)(6, 8) + sizes(2)(3, 4), "the spans read, no whole shard");
     });
   }
 }
@@ -177,7 +182,7 @@ test("two reads of one shard at once share its index request", async () => {
   const got = await Promise.all([5, 6, 7].map((i) => loadChunk(m, i, BASE, cache, fetchFn)));
   assert.deepEqual(got.map((g) => g.data[0]), [50, 60, 70]);
   assert.equal(log.filter((r) => r.range === indexRange(m)).length, 1);
-  assert.equal(log.length, 4);
+  assert.equal(log.length, 4, "(each read asks for its neighbours too: none is held yet)");
 });
 
 for (const location of ["end", "start"]) {
@@ -208,7 +213,7 @@ test("whole shards are kept within a byte budget, least recently used out first"
   assert.equal(log.length, 2);
   await loadChunk(m, 40, BASE, cache, fetchFn);         // shard 2 in, shard 1 out
   assert.ok(cache.bytes <= cache.budget);
-  assert.deepEqual([...cache.bodies.keys()].map((u) => u.slice(BASE.length)), ["tensors/strength/c.0.0.0", "tensors/strength/c.2.0.0"]);
+  assert.deepEqual([...cache.spans.keys()].map((u) => u.slice(BASE.length)), ["tensors/strength/c.0.0.0", "tensors/strength/c.2.0.0"]);
   await loadChunk(m, 2, BASE, cache, fetchFn);
   assert.equal(log.length, 3);
   // shard 1's index is still kept: its chunk is asked for with a Range, and this server sends it all again
@@ -272,7 +277,7 @@ test("a changed shard: dropChunk forgets its index and whole body; a stale index
   await loadChunk(m, 0, BASE, cache, fetchFn);
   assert.equal(log.length, 2);
   all[shard] = shardFile(m, 0, { pad: 3 });
-  assert.deepEqual(Array.from((await loadChunk(m, 1, BASE, cache, fetchFn)).data), stepValues(1));
+  assert.deepEqual(Array.from((await loadChunk(m, 5, BASE, cache, fetchFn)).data), stepValues(5));
   assert.deepEqual(log.slice(2).map((r) => r.range === indexRange(m)), [false, true, false]);
   // an index that still fails when read afresh: the error, after one more try only
   all[shard] = shardFile(m, 0, { pad: 3 }).map((b, i, a) => (i < a.length - 320 ? 0 : b));
@@ -288,11 +293,198 @@ test("a kept index travels to another thread's cache", async () => {
   const { fetchFn, log } = server(files(m), { ranges: false });
   const page = new ShardCache();
   await loadChunk(m, 0, BASE, page, fetchFn);
+  page.drop(`${BASE}tensors/strength/c.2.0.0`);
   const contents = structuredClone(page.contents());
   assert.equal(contents.indexes.length, 1);
-  assert.equal(contents.bodies.length, 1);
+  assert.equal(contents.spans.length, 1);
+  assert.deepEqual(contents.unbuilt, [`${BASE}tensors/strength/c.2.0.0`]);
   const worker = new ShardCache();
   worker.take(contents);
   assert.deepEqual(Array.from((await loadChunk(m, 1, BASE, worker, fetchFn)).data), stepValues(1));
   assert.equal(log.length, 1);
+  assert.equal(worker.bytes, page.bytes);
+  assert.ok(worker.unbuilt.has(`${BASE}tensors/strength/c.2.0.0`));
+});
+
+// -- reading with the neighbours; the built shard index -------------------------------------------
+
+/** entries as parseIndex gives them, from [offset, nbytes] pairs (null: empty) */
+const index = (...pairs) => Float64Array.from(pairs.flatMap((p) => (p ? p : [-1, -1])));
+
+test("chunkSpan: the chunk, with the ones right beside it in the file, unless not wanted", () => {
+  const e = index([0, 10], [10, 5], [15, 7], null, [30, 4], [40, 2]);
+  assert.deepEqual(chunkSpan(e, 1), [0, 22]);
+  assert.deepEqual(chunkSpan(e, 0), [0, 15], "the first slot: nothing before");
+  assert.deepEqual(chunkSpan(e, 2), [10, 22], "an empty slot after: nothing after");
+  assert.deepEqual(chunkSpan(e, 4), [30, 34], "empty before, a gap after: the chunk alone");
+  assert.deepEqual(chunkSpan(e, 5), [40, 42], "the last slot");
+  assert.deepEqual(chunkSpan(e, 1, (s) => s !== 0), [10, 22], "a neighbour held already is not asked for");
+  assert.deepEqual(chunkSpan(e, 1, () => false), [10, 15]);
+  // chunks written out of order: not beside each other in the file
+  assert.deepEqual(chunkSpan(index([20, 5], [0, 20], [25, 3]), 1), [0, 20]);
+  // slots a built index does not cover (NaN): never part of a span
+  assert.deepEqual(chunkSpan(index([0, 4], [4, 4], [NaN, NaN]).fill(NaN, 4), 1), [0, 8]);
+});
+
+/**
+ * The built shard index (as viewer/build.py writes it) of chunks [0, chunks) of `m`, after a part of
+ * `before` pairs of another array; width 4 or 8.
+ */
+function builtIndex(m, all, chunks, { width = 4, before = 3 } = {}) {
+  const per = chunksPerShard(m);
+  const big = width === 8;
+  const values = new (big ? BigUint64Array : Uint32Array)(2 * (before + chunks));
+  const empty = big ? 0xffffffffffffffffn : 0xffffffff;
+  for (let c = 0; c < chunks; c++) {
+    const body = all[chunkPath(m, c)];
+    const e = body ? parseIndex(indexBytes(body, m), m) : null;
+    const slot = c % per;
+    const at = 2 * (before + c);
+    values[at] = e && e[2 * slot] >= 0 ? (big ? BigInt(e[2 * slot]) : e[2 * slot]) : empty;
+    values[at + 1] = e && e[2 * slot] >= 0 ? (big ? BigInt(e[2 * slot + 1]) : e[2 * slot + 1]) : empty;
+  }
+  const arrays = { "tensors/other": { at: 0, chunks: before }, [m.path]: { at: 2 * before * width, chunks } };
+  return { buffer: values.buffer, spec: { path: "viewer/shard-index.bin", bytes: values.byteLength, width, arrays } };
+}
+
+for (const width of [4, 8]) {
+  test(`parse a built index of ${width}-byte numbers: a shard's entries, empty and not covered slots`, () => {
+    const m = meta();
+    const all = files(m, { empty: [3] });
+    delete all["tensors/strength/c.2.0.0"];  // shard 2: no file
+    const { buffer, spec } = builtIndex(m, all, 30, { width });
+    const built = parseBuiltIndex(buffer, spec);
+    assert.deepEqual([...built.keys()], ["tensors/other", "tensors/strength"]);
+    assert.deepEqual(builtEntries(built, m, 0), parseIndex(indexBytes(all["tensors/strength/c.0.0.0"], m), m));
+    const shard1 = builtEntries(built, m, 1);
+    const own = parseIndex(indexBytes(all["tensors/strength/c.1.0.0"], m), m);
+    assert.deepEqual(Array.from(shard1.subarray(0, 20)), Array.from(own.subarray(0, 20)), "slots 0-9: as the shard says");
+    assert.ok(shard1.subarray(20).every(Number.isNaN), "slots 10-19: not covered");
+    assert.ok(builtEntries(built, m, 2).every(Number.isNaN));
+    assert.equal(builtEntries(built, meta({ path: "tensors/unknown" }), 0), null);
+    assert.equal(builtEntries(null, m, 0), null);
+    assert.throws(() => parseBuiltIndex(buffer.slice(8), spec), /expected/);
+  });
+}
+
+test("a built index: no index request for the steps it covers, one request a step and its neighbours", async () => {
+  const m = meta();
+  const all = files(m, { empty: [7] });
+  const { fetchFn, log } = server(all);
+  const { buffer, spec } = builtIndex(m, all, 30);
+  const cache = new ShardCache();
+  let arrive;
+  cache.useBuilt(new Promise((resolve) => { arrive = resolve; }), spec);
+  const first = loadChunk(m, 5, BASE, cache, fetchFn);
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(log.length, 0, "reads wait for the built index");
+  arrive(buffer);
+  assert.deepEqual(Array.from((await first).data), stepValues(5));
+  const own = (f) => parseIndex(indexBytes(all[`tensors/strength/c.${f}.0.0`], m), m);
+  assert.deepEqual(log, [{ url: "tensors/strength/c.0.0.0", range: `bytes=${own(0)[8]}-${own(0)[12] + own(0)[13] - 1}` }]);
+  // the neighbours: held
+  for (const i of [4, 6]) assert.deepEqual(Array.from((await loadChunk(m, i, BASE, cache, fetchFn)).data), stepValues(i));
+  assert.equal((await loadChunk(m, 7, BASE, cache, fetchFn)).status, "missing");
+  assert.equal(log.length, 1);
+  // step 8: step 7 is empty, so 8 and 9 only
+  assert.deepEqual(Array.from((await loadChunk(m, 8, BASE, cache, fetchFn)).data), stepValues(8));
+  assert.deepEqual(log[1].range, `bytes=${own(0)[16]}-${own(0)[18] + own(0)[19] - 1}`);
+  // shard 1: slots 0-9 covered
+  assert.deepEqual(Array.from((await loadChunk(m, 29, BASE, cache, fetchFn)).data), stepValues(29));
+  assert.equal(log.length, 3);
+  assert.ok(log.every((r) => r.range !== indexRange(m)));
+  // step 30 and on: recorded after the build, so the shard's own index first
+  assert.deepEqual(Array.from((await loadChunk(m, 31, BASE, cache, fetchFn)).data), stepValues(31));
+  assert.deepEqual(log.slice(3).map((r) => r.range === indexRange(m)), [true, false]);
+  assert.deepEqual(Array.from((await loadChunk(m, 44, BASE, cache, fetchFn)).data), stepValues(44));
+  assert.deepEqual(log.slice(5).map((r) => [r.url, r.range === indexRange(m)]), [["tensors/strength/c.2.0.0", true], ["tensors/strength/c.2.0.0", false]]);
+  // ... and once that index is read, it serves the covered slots too
+  assert.deepEqual(Array.from((await loadChunk(m, 25, BASE, cache, fetchFn)).data), stepValues(25));
+  assert.equal(log.length, 8);
+});
+
+test("a built index: empty slots and shards never written cost no request", async () => {
+  const m = meta();
+  const all = files(m, { empty: [3, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39] });
+  delete all["tensors/strength/c.1.0.0"];
+  const { fetchFn, log } = server(all);
+  const { buffer, spec } = builtIndex(m, all, 45);
+  const cache = new ShardCache();
+  cache.useBuilt(buffer, spec);
+  for (const i of [3, 20, 33, 39]) assert.equal((await loadChunk(m, i, BASE, cache, fetchFn)).status, "missing");
+  assert.equal(log.length, 0);
+});
+
+test("a built index a shard no longer matches: the shard's own index, once; dropChunk stops using it for that shard", async () => {
+  const m = meta();
+  const all = files(m);
+  const { fetchFn, log } = server(all);
+  const { buffer, spec } = builtIndex(m, all, 45);
+  for (const drop of [false, true]) {
+    const cache = new ShardCache();
+    cache.useBuilt(buffer, spec);
+    all["tensors/strength/c.0.0.0"] = shardFile(m, 0, { pad: 5 });  // the chunks moved
+    log.length = 0;
+    if (drop) cache.dropChunk(m, 3, BASE);  // told: a live session rewrote the shard
+    assert.deepEqual(Array.from((await loadChunk(m, 3, BASE, cache, fetchFn)).data), stepValues(3));
+    const ranges = log.map((r) => r.range === indexRange(m));
+    assert.deepEqual(ranges, drop ? [true, false] : [false, true, false]);
+    assert.deepEqual(Array.from((await loadChunk(m, 10, BASE, cache, fetchFn)).data), stepValues(10));
+    assert.equal(log.length, ranges.length + 1, "the shard's own index, kept");
+    // other shards: still the built index
+    assert.deepEqual(Array.from((await loadChunk(m, 30, BASE, cache, fetchFn)).data), stepValues(30));
+    assert.equal(log.length, ranges.length + 2);
+    all["tensors/strength/c.0.0.0"] = shardFile(m, 0);
+  }
+  // a built index that is not this page's: not used at all
+  const cache = new ShardCache();
+  const warn = console.warn;
+  console.warn = () => {};
+  try {
+    cache.useBuilt(buffer.slice(16), spec);
+    log.length = 0;
+    assert.deepEqual(Array.from((await loadChunk(m, 3, BASE, cache, fetchFn)).data), stepValues(3));
+  } finally {
+    console.warn = warn;
+  }
+  assert.equal(cache.built, null);
+  assert.deepEqual(log.map((r) => r.range === indexRange(m)), [true, false]);
+});
+
+test("a built index and a server that ignores Range: one whole shard, kept for the steps beside it", async () => {
+  const m = meta();
+  const all = files(m);
+  const { fetchFn, log } = server(all, { ranges: false });
+  const { buffer, spec } = builtIndex(m, all, 45);
+  const cache = new ShardCache();
+  cache.useBuilt(buffer, spec);
+  for (const i of [4, 0, 19, 12]) assert.deepEqual(Array.from((await loadChunk(m, i, BASE, cache, fetchFn)).data), stepValues(i));
+  assert.equal(log.length, 1);
+  assert.equal(cache.bytes, all["tensors/strength/c.0.0.0"].length);
+});
+
+test("known spans of a shard: a view of what is held; a wider span replaces those it covers; old answers are not kept", () => {
+  const cache = new ShardCache(100);
+  const url = `${BASE}tensors/strength/c.0.0.0`;
+  const bytes = (start, n) => Uint8Array.from({ length: n }, (_, i) => (start + i) % 256);
+  cache.keep(url, 10, bytes(10, 20), 0);
+  assert.deepEqual(Array.from(cache.held(url, 15, 5)), [15, 16, 17, 18, 19]);
+  assert.equal(cache.held(url, 25, 10), null, "runs past the span");
+  assert.equal(cache.held(url, 5, 2), null);
+  cache.keep(url, 40, bytes(40, 10), 0);
+  assert.equal(cache.bytes, 30);
+  cache.keep(url, 0, bytes(0, 60), 0);  // (a whole shard)
+  assert.equal(cache.bytes, 60);
+  assert.equal(cache.spans.get(url).length, 1);
+  assert.deepEqual(Array.from(cache.held(url, 45, 2)), [45, 46]);
+  const other = `${BASE}tensors/strength/c.1.0.0`;
+  cache.keep(other, 0, bytes(0, 50), 0);  // over the budget: the least recently used shard goes
+  assert.deepEqual([...cache.spans.keys()], [other]);
+  assert.equal(cache.bytes, 50);
+  cache.drop(other);
+  assert.equal(cache.bytes, 0);
+  cache.keep(other, 0, bytes(0, 10), 0);  // asked for before the drop
+  assert.equal(cache.bytes, 0);
+  cache.keep(other, 0, bytes(0, 101), cache.version(other));  // over the whole budget
+  assert.equal(cache.bytes, 0);
 });

@@ -91,6 +91,19 @@ test("decode from a stream, as a fetch body arrives", async () => {
   assert.deepEqual(Array.from(await decodeChunk(stream, meta())), Array.from({ length: 12 }, (_, i) => i / 4));
 });
 
+test("decode a view of held bytes: the chunk it covers, the bytes around it left as they were", async () => {
+  const values = Array.from({ length: 12 }, (_, i) => i / 4);
+  const chunk = gzipSync(littleEndian(Float32Array, values));
+  const held = new Uint8Array(chunk.length + 8);
+  held.fill(7);
+  held.set(chunk, 5);
+  const copy = held.slice();
+  assert.deepEqual(Array.from(await decodeChunk(held.subarray(5, 5 + chunk.length), meta())), values);
+  assert.deepEqual(held, copy);
+  assert.deepEqual(Array.from(await decodeChunk(held.subarray(5, 5 + chunk.length), meta())), values, "and again");
+  await assert.rejects(decodeChunk(held.subarray(4, 5 + chunk.length), meta()));
+});
+
 test("a chunk of the wrong size or corrupt bytes is an error, not wrong numbers", async () => {
   await assert.rejects(decodeChunk(gzipSync(littleEndian(Float32Array, [1, 2, 3])), meta()), /expected 12/);
   await assert.rejects(decodeChunk(Buffer.from("not gzip at all"), meta()));

@@ -1,16 +1,17 @@
 // Sharded arrays as zarr-python writes them, read with the page's metadata as the builder makes it.
 // tests/test_js.py writes the arrays and their expected values into a folder named by
-// ACC_ZARR_FIXTURE (without it, as under a bare `node --test`, these tests are skipped).
+// ACC_ZARR_FIXTURE (without it, as under a bare `node --test`, these tests are skipped), with the
+// built shard index the page builder writes for them (covering their first steps only).
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import test from "node:test";
 
-import { ShardCache, indexRange, loadChunk, rowLength } from "../../viewer/static/zarr.js";
+import { ShardCache, chunkIndex, chunksPerShard, indexRange, loadChunk, rowLength, shardOf } from "../../viewer/static/zarr.js";
 
 const ROOT = process.env.ACC_ZARR_FIXTURE;
 const BASE = "http://127.0.0.1:9/";
-const fixture = ROOT ? JSON.parse(readFileSync(join(ROOT, "expected.json"), "utf8")) : { arrays: {} };
+const fixture = ROOT ? JSON.parse(readFileSync(join(ROOT, "expected.json"), "utf8")) : { arrays: {}, shard_index: null };
 
 /** A fetch over the fixture's files, answering Range requests (or not), logging each request. */
 function server(ranges) {
@@ -38,23 +39,49 @@ for (const [name, { meta, steps }] of Object.entries(fixture.arrays)) {
       assert.ok(meta.shard, "the builder did not see a sharded array");
       const { fetchFn, log } = server(ranges);
       const cache = new ShardCache();
-      const n = rowLength(meta);
-      for (let step = 0; step < steps.length; step++) {
-        const index = Math.floor(step / meta.chunks[0]);
-        const { status, data } = await loadChunk(meta, index, BASE, cache, fetchFn);
-        const at = (step % meta.chunks[0]) * n;
-        const row = data.subarray(at, at + n);
-        assert.ok(same(Array.from(row), steps[step]), `${name} step ${step}: ${Array.from(row).slice(0, 4)} vs ${steps[step].slice(0, 4)}`);
-        if (steps[step].every((v) => v === null) || steps[step].every((v) => v === -1)) {
-          // an empty slot or a shard never written
-          if (meta.chunks[0] === 1) assert.equal(status, "missing", `${name} step ${step}`);
-        } else {
-          assert.equal(status, "ok");
-        }
-      }
+      await readSteps(name, meta, steps, cache, fetchFn);
       const shards = new Set(log.map((r) => r.path)).size;
       if (ranges) assert.equal(log.filter((r) => r.range === indexRange(meta)).length, shards, "one index request per shard");
       else assert.equal(log.length, shards, "one request per shard");
     });
   }
+
+  test(`${name} (${JSON.stringify(meta.index)}), with the built shard index`, { skip: !ROOT }, async () => {
+    const spec = fixture.shard_index;
+    const { fetchFn, log } = server(true);
+    const cache = new ShardCache();
+    cache.useBuilt(new Uint8Array(readFileSync(join(ROOT, spec.path))).buffer, spec);
+    const read = await readSteps(name, meta, steps, cache, fetchFn);
+    // shards wholly covered: no index request; the others (steps past the build) one each
+    const covered = spec.arrays[name].chunks;
+    const per = chunksPerShard(meta);
+    const partly = new Set();
+    for (let i = covered; i < chunkIndex(meta, steps.length - 1) + 1; i++) partly.add(shardOf(meta, i).file);
+    const asked = log.filter((r) => r.range === indexRange(meta)).map((r) => Number(/\bc\.(\d+)\./.exec(r.path)[1]));
+    assert.deepEqual(asked, [...partly]);
+    assert.ok(covered >= per && covered % per !== 0, "the fixture covers a whole shard and part of one");
+    const chunks = log.filter((r) => r.range !== indexRange(meta)).length;
+    assert.ok(chunks < read.size, `${chunks} requests for ${read.size} chunks: neighbours came along`);
+  });
+}
+
+/** Read every step in order, check its values; the chunks read that were written. */
+async function readSteps(name, meta, steps, cache, fetchFn) {
+  const n = rowLength(meta);
+  const written = new Set();
+  for (let step = 0; step < steps.length; step++) {
+    const index = Math.floor(step / meta.chunks[0]);
+    const { status, data } = await loadChunk(meta, index, BASE, cache, fetchFn);
+    const at = (step % meta.chunks[0]) * n;
+    const row = data.subarray(at, at + n);
+    assert.ok(same(Array.from(row), steps[step]), `${name} step ${step}: ${Array.from(row).slice(0, 4)} vs ${steps[step].slice(0, 4)}`);
+    if (steps[step].every((v) => v === null) || steps[step].every((v) => v === -1)) {
+      // an empty slot or a shard never written
+      if (meta.chunks[0] === 1) assert.equal(status, "missing", `${name} step ${step}`);
+    } else {
+      assert.equal(status, "ok");
+    }
+    if (status === "ok") written.add(index);
+  }
+  return written;
 }

@@ -23,6 +23,7 @@ function makePage(raw) {
     keyByValue: Object.fromEntries(raw.keys.map((k) => [k.value, k])),
     layout: { sections: raw.sections, metrics: raw.metrics, timeline: raw.timeline, timelineHeatmap: raw.timeline_heatmap },
     names: raw.names,
+    shardIndex: raw.shard_index,
     full: null,
     nonfinite: null,
     lossSeries: null,
@@ -345,7 +346,7 @@ function main() {
   }
   performance.mark("acc:start");
   // start the worker and the first requests before building the page
-  const store = new ChunkStore(page.arrays, document.baseURI);
+  const store = new ChunkStore(page.arrays, document.baseURI, page.shardIndex);
   const basics = loadBasics(store, page);
   const viewer = new Viewer(page, store);
   performance.mark("acc:built");

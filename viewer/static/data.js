@@ -1,14 +1,15 @@
 // The page's data source: chunks fetched and decoded by the worker, kept in a cache bounded in
 // bytes (least recently used out first; the timeline's summaries stay), and where each key of a
 // step comes from (a summary row, a tensor chunk, or nowhere, and why).
-import { DTYPES, ShardCache, chunkCount, chunkIndex, loadChunk, rowLength } from "./zarr.js";
+import { DTYPES, ShardCache, chunkCount, chunkIndex, fetchBuiltIndex, loadChunk, rowLength } from "./zarr.js";
 
 export const PRIO = { now: 2, prefetch: 1 };
 
 export class Cancelled extends Error {}
 
 export class ChunkStore {
-  constructor(arrays, base, budgetBytes = 128e6) {
+  /** shardIndex: the page's description of the built shard index (null: none), see zarr.js parseBuiltIndex. */
+  constructor(arrays, base, shardIndex = null, budgetBytes = 128e6) {
     this.arrays = arrays;
     this.entries = new Map();   // "array#index" -> entry
     this.byId = new Map();
@@ -22,6 +23,12 @@ export class ChunkStore {
     // ready, the page fetches and decodes the first chunks itself.
     this.workerReady = false;
     this.shards = new ShardCache(32e6);  // for the chunks read on this thread
+    // the built shard index: fetched once, here, for the reads on this thread and the worker's
+    const built = shardIndex && fetchBuiltIndex(shardIndex, base).catch((err) => {
+      console.warn(`no built shard index: ${err.message}`);
+      return null;
+    });
+    this.shards.useBuilt(built, shardIndex);
     this.worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
     this.worker.onmessage = (e) => {
       if (e.data.type !== "ready") { this.onMessage(e.data); return; }
@@ -31,7 +38,8 @@ export class ChunkStore {
       this.shards = new ShardCache(32e6);
     };
     this.worker.onerror = (e) => console.error("chunk worker failed:", e.message);
-    this.worker.postMessage({ type: "init", base, arrays });
+    this.worker.postMessage({ type: "init", base, arrays, shardIndex });
+    if (built) built.then((buffer) => this.worker.postMessage({ type: "built", buffer }));  // (a copy)
   }
 
   /** The decoded chunk `index` of `array`: { data, missing }. */
@@ -107,8 +115,8 @@ export class ChunkStore {
 
   /**
    * Forget chunk `index` of `array`: its file on disk changed (a live session appended steps to it),
-   * so the next request fetches it again, and the index (or whole body) kept of its shard, here and
-   * in the worker. A request in flight still answers whoever waits for it, but its answer no longer
+   * so the next request fetches it again, and what is known of its shard (its index, its bytes),
+   * here and in the worker. A request in flight still answers whoever waits for it, but its answer no longer
    * fills the cache.
    */
   refresh(array, index) {

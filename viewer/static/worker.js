@@ -1,7 +1,9 @@
 // Fetches and decodes chunks off the main thread, at most MAX_IN_FLIGHT at a time, the most
 // urgent first (the step on screen before prefetched neighbours), then in the order asked.
-// Decoded buffers are transferred back, not copied. Shard indexes (and whole shards from a server
-// that ignores Range requests) are kept here between requests, until the page says a file changed.
+// Decoded buffers are transferred back, not copied. Shard indexes and the bytes read of shards
+// (chunks with their neighbours, or whole shards from a server that ignores Range requests) are
+// kept here between requests, until the page says a file changed. The built shard index comes
+// from the page, which fetched it once; reads of shards wait for it.
 import { ShardCache, loadChunk } from "./zarr.js";
 
 // the step on screen: all its chunks at once (the browser queues what its connections cannot
@@ -15,13 +17,17 @@ const queue = [];        // waiting tasks
 let inFlight = 0;
 let seq = 0;
 const shards = new ShardCache();
+let builtArrived = null;  // resolves the built index's bytes, once the page sends them
 
 self.onmessage = (e) => {
   const m = e.data;
   if (m.type === "init") {
     base = m.base;
     arrays = m.arrays;
+    if (m.shardIndex) shards.useBuilt(new Promise((resolve) => { builtArrived = resolve; }), m.shardIndex);
     self.postMessage({ type: "ready" });
+  } else if (m.type === "built") {
+    if (builtArrived) builtArrived(m.buffer);
   } else if (m.type === "get") {
     queue.push({ ...m, seq: seq++ });
     pump();

@@ -2,11 +2,13 @@
 // codec then `gzip`, float32 / int32 / bool, either as one file per chunk or inside shards
 // (`sharding_indexed`: one file of several inner chunks, each of whole steps, and an index).
 // Array metadata comes inlined in the page (the builder copies it from each zarr.json): reading a
-// plain chunk is one fetch; reading an inner chunk is one Range request for the shard's index
-// (once per shard, then cached) and one for the chunk's bytes. `meta.chunks` is always the shape
-// of the unit decoded (the inner chunk of a sharded array); `meta.shard` the shard shape or null.
-// No DOM: usable in a worker, on the page and under node; the only state is the ShardCache a
-// caller hands in.
+// plain chunk is one fetch; reading an inner chunk is one Range request for its bytes and those of
+// the chunks beside it (kept for the next reads), where the shard index the page builder wrote
+// (one file for every shard, fetched once) says they lie; for steps it does not cover, one Range
+// request for the shard's own index first (once per shard, then cached). `meta.chunks` is always
+// the shape of the unit decoded (the inner chunk of a sharded array); `meta.shard` the shard shape
+// or null. No DOM: usable in a worker, on the page and under node; the only state is the
+// ShardCache a caller hands in.
 
 export const DTYPES = {
   float32: Float32Array,
@@ -90,8 +92,14 @@ export function fillChunk(meta) {
 
 /** gzip bytes (ArrayBuffer, typed array or ReadableStream) -> ArrayBuffer, by the platform's decoder. */
 export async function gunzip(input) {
-  const stream = input instanceof ReadableStream ? input : new Blob([input]).stream();
-  return new Response(stream.pipeThrough(new DecompressionStream("gzip"))).arrayBuffer();
+  const decoder = new DecompressionStream("gzip");
+  if (input instanceof ReadableStream) return new Response(input.pipeThrough(decoder)).arrayBuffer();
+  // bytes are written in as they are (a Blob of them would be a round trip through the browser
+  // process, the larger part of decoding a step); they are read, not taken
+  const writer = decoder.writable.getWriter();
+  writer.write(input).catch(() => {});  // (a failure shows in what is read)
+  writer.close().catch(() => {});
+  return new Response(decoder.readable).arrayBuffer();
 }
 
 /** Reverse the byte order of each element in place (a big-endian chunk on a little-endian host, or back). */
@@ -179,12 +187,6 @@ export function parseIndex(bytes, meta) {
   return out;
 }
 
-/** The Range header value for inner chunk `slot` of a parsed index (null: the chunk is empty). */
-export function chunkRange(entries, slot) {
-  const offset = entries[2 * slot], nbytes = entries[2 * slot + 1];
-  return offset < 0 ? null : `bytes=${offset}-${offset + nbytes - 1}`;
-}
-
 /** Inner chunk `slot`'s bytes within a whole shard file (null: the chunk is empty). */
 export function chunkBytes(body, entries, slot, meta) {
   const offset = entries[2 * slot], nbytes = entries[2 * slot + 1];
@@ -194,19 +196,83 @@ export function chunkBytes(body, entries, slot, meta) {
 }
 
 /**
- * What reading inner chunks keeps between reads: each shard's parsed index (small; a promise, so
- * that two reads of one shard share one request) and, where a server ignored a Range request and
- * sent a whole shard, the whole shard, least recently used out first within `budgetBytes`.
- * Keyed by the shard's absolute URL.
+ * The bytes [from, to) of a shard to ask for to read inner chunk `slot` (written): the chunk, with
+ * the chunks just before and after it where they lie right beside it in the file (the recorder
+ * writes a shard's steps one after another) and `want(neighbour's slot)` says so (no: its bytes
+ * are held already). One request then also brings the steps a viewer shows next.
+ */
+export function chunkSpan(entries, slot, want = () => true) {
+  let from = entries[2 * slot], to = from + entries[2 * slot + 1];
+  const before = slot - 1, after = slot + 1;
+  if (before >= 0 && entries[2 * before] >= 0 && entries[2 * before] + entries[2 * before + 1] === from && want(before)) {
+    from = entries[2 * before];
+  }
+  if (2 * after < entries.length && entries[2 * after] === to && want(after)) to += entries[2 * after + 1];
+  return [from, to];
+}
+
+// -- the built shard index ------------------------------------------------------------------------
+
+/**
+ * The shard index file the page builder writes (viewer/build.py `shard_index`): per sharded array,
+ * the (offset, nbytes) of its first `chunks` inner chunks, `width`-byte little-endian numbers, all
+ * ones for a chunk not written. `spec`: { bytes, width, arrays: { path: { at, chunks } } } from the
+ * page. Returns a Map from array path to its pairs (Uint32Array or BigUint64Array); throws if the
+ * file is not the one `spec` describes.
+ */
+export function parseBuiltIndex(buffer, spec) {
+  if (buffer.byteLength !== spec.bytes) throw new Error(`shard index file of ${buffer.byteLength} bytes, expected ${spec.bytes}`);
+  if (spec.width !== 4 && spec.width !== 8) throw new Error(`shard index entries of ${spec.width} bytes`);
+  if (!HOST_LITTLE_ENDIAN) buffer = swapBytes(buffer.slice(0), spec.width);
+  const Type = spec.width === 4 ? Uint32Array : BigUint64Array;
+  const parts = new Map();
+  for (const [path, { at, chunks }] of Object.entries(spec.arrays)) parts.set(path, new Type(buffer, at, 2 * chunks));
+  return parts;
+}
+
+/**
+ * Shard `file`'s index as `parseIndex` gives it, from a built index (null: the array is not in it).
+ * Slots past the chunks it covers (steps recorded since the build) are NaN: not known.
+ */
+export function builtEntries(built, meta, file) {
+  const part = built && built.get(meta.path);
+  if (!part) return null;
+  const per = chunksPerShard(meta);
+  const empty = part instanceof Uint32Array ? 0xffffffff : EMPTY;
+  const out = new Float64Array(2 * per).fill(NaN);
+  for (let slot = 0, c = file * per; slot < per && 2 * c < part.length; slot++, c++) {
+    const written = part[2 * c] !== empty;
+    out[2 * slot] = written ? Number(part[2 * c]) : -1;
+    out[2 * slot + 1] = written ? Number(part[2 * c + 1]) : -1;
+  }
+  return out;
+}
+
+/** The built shard index's bytes (see parseBuiltIndex), fetched once for a page. */
+export async function fetchBuiltIndex(spec, base, fetchFn = fetch) {
+  const response = await fetchFn(new URL(spec.path, base).href, { cache: "no-store" });
+  if (!response.ok) throw new Error(`${response.status} ${response.statusText} for ${spec.path}`);
+  return response.arrayBuffer();
+}
+
+/**
+ * What reading inner chunks keeps between reads, keyed by the shard's absolute URL: each shard's
+ * index read from the shard (small; a promise, so that two reads of one shard share one request),
+ * the built index of the page (once it arrives: reads wait for it), and the known bytes of shards:
+ * spans of chunks read with their neighbours, or whole shards from a server that ignored a Range
+ * request, least recently used shard out first within `budgetBytes`.
  */
 export class ShardCache {
   constructor(budgetBytes = 64e6, maxIndexes = 4096) {
     this.budget = budgetBytes;
     this.maxIndexes = maxIndexes;
     this.indexes = new Map();   // url -> Promise<Float64Array | null (no such shard)>
-    this.bodies = new Map();    // url -> Uint8Array, in order of use (the first: the least recent)
+    this.spans = new Map();     // url -> [{ start, bytes }], in order of use (the first: the least recent)
     this.bytes = 0;
     this.versions = new Map();  // url -> times dropped: an answer to a request sent before a drop is not kept
+    this.built = null;          // parseBuiltIndex's Map, once it arrived
+    this.ready = Promise.resolve();
+    this.unbuilt = new Set();   // shards dropped since: the built index no longer speaks for them
   }
 
   version(url) {
@@ -224,53 +290,80 @@ export class ShardCache {
       () => { if (this.indexes.get(url) === promise) this.indexes.delete(url); });
   }
 
-  /** What is kept, as plain data for another thread's cache (see `take`): parsed indexes, whole shards. */
+  /** Use the built shard index whose bytes `buffer` (a promise of them, or null) brings; reads wait for it. */
+  useBuilt(buffer, spec) {
+    this.ready = Promise.resolve(buffer).then((b) => { this.built = b ? parseBuiltIndex(b, spec) : null; })
+      .catch((err) => { console.warn(`reading shard indexes from the shards: ${err.message}`); });
+  }
+
+  /** Shard `file`'s index from the built index, if that knows inner chunk `slot` and the shard did not change since. */
+  builtIndex(meta, file, slot, url) {
+    if (this.unbuilt.has(url)) return null;
+    const entries = builtEntries(this.built, meta, file);
+    return entries && !Number.isNaN(entries[2 * slot]) ? entries : null;
+  }
+
+  /** `nbytes` bytes at `offset` of the shard at `url` if they are held (a view, not a copy), else null. */
+  held(url, offset, nbytes) {
+    const spans = this.spans.get(url);
+    const span = spans && spans.find((s) => s.start <= offset && offset + nbytes <= s.start + s.bytes.length);
+    if (!span) return null;
+    this.spans.delete(url);
+    this.spans.set(url, spans);
+    return span.bytes.subarray(offset - span.start, offset - span.start + nbytes);
+  }
+
+  /**
+   * Keep `bytes`, the shard at `url` from byte `start` on (all of it from a server that ignored a
+   * Range), asked for at `version` (see version()); spans it covers go. Least recently used shards
+   * go while over budget.
+   */
+  keep(url, start, bytes, version) {
+    if (version !== this.version(url) || bytes.byteLength > this.budget) return;
+    const end = start + bytes.length;
+    const spans = (this.spans.get(url) || []).filter((s) => {
+      const covered = start <= s.start && s.start + s.bytes.length <= end;
+      if (covered) this.bytes -= s.bytes.byteLength;
+      return !covered;
+    });
+    spans.push({ start, bytes });
+    this.bytes += bytes.byteLength;
+    this.spans.delete(url);
+    this.spans.set(url, spans);
+    for (const [old, list] of this.spans) {
+      if (this.bytes <= this.budget) break;
+      this.dropSpans(old, list);
+    }
+  }
+
+  dropSpans(url, list = this.spans.get(url)) {
+    if (!list) return;
+    this.spans.delete(url);
+    for (const s of list) this.bytes -= s.bytes.byteLength;
+  }
+
+  /** What is kept, as plain data for another thread's cache (see `take`). */
   contents() {
     const indexes = [...this.indexes].filter(([, p]) => p.entries !== undefined).map(([url, p]) => [url, p.entries]);
-    return { indexes, bodies: [...this.bodies] };
+    return { indexes, spans: [...this.spans], unbuilt: [...this.unbuilt] };
   }
 
   /** Keep what another cache's `contents()` held. */
-  take({ indexes, bodies }) {
+  take({ indexes, spans, unbuilt }) {
+    for (const url of unbuilt) this.unbuilt.add(url);
     for (const [url, entries] of indexes) {
       if (!this.indexes.has(url)) this.keepIndex(url, Promise.resolve(entries));
     }
-    for (const [url, body] of bodies) {
-      if (!this.bodies.has(url)) this.keepBody(url, body, this.version(url));
+    for (const [url, list] of spans) {
+      for (const s of list) this.keep(url, s.start, s.bytes, this.version(url));
     }
   }
 
-  body(url) {
-    const body = this.bodies.get(url);
-    if (!body) return null;
-    this.bodies.delete(url);
-    this.bodies.set(url, body);
-    return body;
-  }
-
-  keepBody(url, body, version) {
-    if (version !== this.version(url) || body.byteLength > this.budget) return;
-    this.dropBody(url);
-    this.bodies.set(url, body);
-    this.bytes += body.byteLength;
-    for (const [old, b] of this.bodies) {
-      if (this.bytes <= this.budget) break;
-      this.bodies.delete(old);
-      this.bytes -= b.byteLength;
-    }
-  }
-
-  dropBody(url) {
-    const body = this.bodies.get(url);
-    if (!body) return;
-    this.bodies.delete(url);
-    this.bytes -= body.byteLength;
-  }
-
-  /** Forget what is kept of the shard at `url`: the file changed on disk. */
+  /** Forget what is known of the shard at `url`: the file changed on disk. */
   drop(url) {
     this.indexes.delete(url);
-    this.dropBody(url);
+    this.dropSpans(url);
+    this.unbuilt.add(url);
     this.versions.set(url, this.version(url) + 1);
   }
 
@@ -288,8 +381,8 @@ async function responseBytes(response) {
   return new Uint8Array(await response.arrayBuffer());
 }
 
-/** The parsed index of the shard at `url`, null if there is no such file; fetched once per shard. */
-function shardIndex(meta, index, url, cache, fetchFn) {
+/** The index of the shard at `url` read from the shard, null if there is no such file; once per shard. */
+function readIndex(meta, index, url, cache, fetchFn) {
   let promise = cache.index(url);
   if (!promise) {
     const version = cache.version(url);
@@ -299,7 +392,7 @@ function shardIndex(meta, index, url, cache, fetchFn) {
       if (response.status === 206) return parseIndex(await responseBytes(response), meta);
       if (response.status === 200) {  // the server ignored the Range: the whole shard
         const body = await responseBytes(response);
-        cache.keepBody(url, body, version);
+        cache.keep(url, 0, body, version);
         return parseIndex(indexBytes(body, meta), meta);
       }
       throw httpError(response, meta, index);
@@ -309,21 +402,27 @@ function shardIndex(meta, index, url, cache, fetchFn) {
   return promise;
 }
 
-/** Inner chunk `slot`'s stored bytes, from a kept whole shard or by a Range request; null if the shard is gone. */
+/**
+ * Inner chunk `slot`'s stored bytes: held already, or by one Range request that brings its
+ * neighbours too (see chunkSpan), kept for the next reads; null if the shard is gone.
+ */
 async function innerBytes(meta, index, url, entries, slot, cache, fetchFn) {
-  const whole = cache.body(url);
-  if (whole) return chunkBytes(whole, entries, slot, meta);
+  const offset = entries[2 * slot], nbytes = entries[2 * slot + 1];
+  const held = cache.held(url, offset, nbytes);
+  if (held) return held;
+  const [from, to] = chunkSpan(entries, slot, (s) => !cache.held(url, entries[2 * s], entries[2 * s + 1]));
   const version = cache.version(url);
-  const response = await fetchFn(url, { cache: "no-store", headers: { Range: chunkRange(entries, slot) } });
+  const response = await fetchFn(url, { cache: "no-store", headers: { Range: `bytes=${from}-${to - 1}` } });
   if (response.status === 404) return null;
   if (response.status === 206) {
     const bytes = await responseBytes(response);
-    if (bytes.length !== entries[2 * slot + 1]) throw new Error(`${chunkPath(meta, index)}: got ${bytes.length} bytes of an inner chunk of ${entries[2 * slot + 1]}`);
-    return bytes;
+    if (bytes.length !== to - from) throw new Error(`${chunkPath(meta, index)}: got ${bytes.length} bytes of the ${to - from} asked for`);
+    cache.keep(url, from, bytes, version);
+    return bytes.subarray(offset - from, offset - from + nbytes);
   }
   if (response.status === 200) {
     const body = await responseBytes(response);
-    cache.keepBody(url, body, version);
+    cache.keep(url, 0, body, version);
     return chunkBytes(body, entries, slot, meta);
   }
   throw httpError(response, meta, index);
@@ -333,6 +432,7 @@ async function innerBytes(meta, index, url, entries, slot, cache, fetchFn) {
  * Load chunk `index` of an array (its inner chunk `index` if sharded), as { status, data }: status
  * "ok", or "missing" when it was never written (no file, or an empty slot of its shard: every
  * element the fill value). `base`: the URL the array paths are relative to; `cache`: a ShardCache.
+ * Where an inner chunk lies comes from the built index, or else the shard's own (read once).
  * Every request bypasses the HTTP cache: a live session rewrites files.
  */
 export async function loadChunk(meta, index, base, cache, fetchFn = fetch) {
@@ -344,18 +444,20 @@ export async function loadChunk(meta, index, base, cache, fetchFn = fetch) {
     if (!response.ok) throw httpError(response, meta, index);
     return { status: "ok", data: await decodeChunk(response.body, meta) };
   }
-  const { slot } = shardOf(meta, index);
+  const { file, slot } = shardOf(meta, index);
+  await cache.ready;
   for (let attempt = 0; ; attempt++) {
-    const cached = Boolean(cache.index(url));
+    // an index known before this read (kept, or built) may describe a shard since rewritten
+    const known = cache.index(url) || cache.builtIndex(meta, file, slot, url);
     try {
-      const entries = await shardIndex(meta, index, url, cache, fetchFn);
+      const entries = await (known || readIndex(meta, index, url, cache, fetchFn));
       if (!entries || entries[2 * slot] < 0) return missing();
       const bytes = await innerBytes(meta, index, url, entries, slot, cache, fetchFn);
       if (!bytes) return missing();
       return { status: "ok", data: await decodeChunk(bytes, meta) };
     } catch (err) {
-      // an index kept from before may describe a shard since rewritten: once more, afresh
-      if (!cached || attempt > 0) throw err;
+      // once more, with what the shard's own index says now
+      if (!known || attempt > 0) throw err;
       cache.drop(url);
     }
   }
