@@ -33,6 +33,11 @@ class Fail(Exception):
     """A bad input or an environment problem: one line on stderr, exit code 1."""
 
 
+class LargeFloat(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -110,6 +115,8 @@ def run(
     full_every: Annotated[Optional[int], typer.Option(help="Keep full tensors only every M-th step (summaries always).")] = None,
     full_steps: Annotated[Optional[str], typer.Option(help="Keep full tensors for these steps, e.g. 0-50,1000-1050.")] = None,
     keys: Annotated[Optional[str], typer.Option(help="Store only these tensor keys, comma-separated [default: all].")] = None,
+    dtype: Annotated[LargeFloat, typer.Option(help="Store the large float tensors as this type: float16 halves an archive "
+                                              "and rounds each value (summaries stay exact).")] = LargeFloat.float32,
     note: Annotated[str, typer.Option(help="Free text stored with the recording.")] = "",
     data_root: Annotated[Optional[Path], typer.Option(help="A directory holding MNIST/raw/ [default: the shipped copy].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing recording at --out.")] = False,
@@ -134,7 +141,7 @@ def run(
         raise Fail(str(e)) from None
     if config.bcl and config.bcl.neighborhood_k >= config.hidden_dim:
         raise Fail(f"--neighborhood-k must be below the {config.hidden_dim} features")
-    policy = Policy(parse_keys(keys, fmt.condition_keys(config), condition), full_every, ranges)
+    policy = Policy(parse_keys(keys, fmt.condition_keys(config), condition), full_every, ranges, dtype.value)
     path = out_dir if out_dir is not None else next_free_run()
     replace = check_output(path, force)
     try:

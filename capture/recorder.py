@@ -31,11 +31,15 @@ LITTLE = BytesCodec(endian="little")
 
 @dataclass
 class Policy:
-    """Which steps keep their full tensors (summaries are kept for every step) and which keys are stored."""
+    """Which steps keep their full tensors (summaries are kept for every step), which keys are
+    stored, and as what: `large_float` is the storage type of the float tensors larger than
+    format.SMALL_BYTES a step (float16 halves them, rounding each value; summaries are computed
+    from the float32 captures either way)."""
 
     keys: list[StepTensorKey]
     full_every: int | None = None
     full_steps: list[tuple[int, int]] = field(default_factory=list)
+    large_float: str = "float32"
 
     def is_full(self, step: int) -> bool:
         if self.full_every is None and not self.full_steps:
@@ -45,7 +49,7 @@ class Policy:
         return any(a <= step <= b for a, b in self.full_steps)
 
     def to_dict(self) -> dict:
-        return {"full_every": self.full_every, "full_steps": [list(r) for r in self.full_steps]}
+        return {"full_every": self.full_every, "full_steps": [list(r) for r in self.full_steps], "large_float": self.large_float}
 
 
 class _Chunker:
@@ -208,7 +212,8 @@ class Recorder:
         self.path, self.root, self.meta, self._lock = Path(path), root, meta, lock
         self.steps_completed: int = meta["steps_completed"]
         p = meta["policy"]
-        self.policy = Policy([StepTensorKey(k) for k in meta["keys"]], p["full_every"], [tuple(r) for r in p["full_steps"]])
+        self.policy = Policy([StepTensorKey(k) for k in meta["keys"]], p["full_every"], [tuple(r) for r in p["full_steps"]],
+                             p.get("large_float", "float32"))
         self.tensors = {StepTensorKey(k): root["tensors"][k] for k in meta["keys"]}
         self.summaries = dict(root["summary"].arrays())
         self.summary_names = [n for n in fmt.SUMMARIES if n in self.summaries]
@@ -237,6 +242,8 @@ class Recorder:
             if per_step <= fmt.SMALL_BYTES:  # many steps a chunk
                 layout = {"chunks": (fmt.SMALL_CHUNK, *shape[1:]), "compressors": COMPRESSOR}
             else:  # a chunk per step, SHARD_STEPS chunks a file
+                if dtype.kind == "f":
+                    dtype = np.dtype(policy.large_float)
                 layout = {"chunks": (fmt.SHARD_STEPS, *shape[1:]), "compressors": None,
                           "serializer": ShardingCodec(chunk_shape=(1, *shape[1:]), codecs=[LITTLE, COMPRESSOR], index_codecs=[LITTLE])}
             tensors.create_array(key.value, shape=shape, dtype=dtype, fill_value=fmt.fill_value(dtype), dimension_names=dims,

@@ -173,6 +173,7 @@ def bad(tmp_path_factory, control_rec) -> dict:
         "full_steps_backwards": (["--full-steps", "5-2"], "5-2"),
         "full_steps_garbage": (["--full-steps", "x"], "full-steps"),
         "chunk_steps_zero": (["--chunk-steps", "0"], "chunk-steps"),
+        "dtype_unknown": (["--dtype", "float64"], "float64"),
         "data_root_empty": (["--steps", "2", "--data-root", str(empty_data)], "mnist"),
     }
 

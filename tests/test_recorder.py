@@ -63,7 +63,7 @@ def runs(tmp_path_factory, bcl_rec) -> dict:
     base = tmp_path_factory.mktemp("recorder")
     cwd = base / "cwd"
     cwd.mkdir()
-    p = {name: base / name for name in ("chunk1", "chunk_all", "every10", "full_steps", "keys", "loss100", "nbr52")}
+    p = {name: base / name for name in ("chunk1", "chunk_all", "every10", "full_steps", "keys", "loss100", "nbr52", "float16")}
     chains = {
         "loss100": [["run", "--steps", "100", "--keys", "loss", "--chunk-steps", "50", "--out", str(p["loss100"])]],
         "chunk1": [["run", "--steps", "14", "--chunk-steps", "1", "--out", str(p["chunk1"])]],
@@ -75,6 +75,7 @@ def runs(tmp_path_factory, bcl_rec) -> dict:
         "keys": [["run", "--steps", "10", "--keys", "loss,rank_score", "--out", str(p["keys"])]],
         "nbr52": [["run", "--steps", "52", "--keys", "neighbors,encoder_weights", "--chunk-steps", "26",
                    "--out", str(p["nbr52"])]],
+        "float16": [["run", "--steps", "30", "--chunk-steps", "7", "--dtype", "float16", "--out", str(p["float16"])]],
         "info_json": [["info", str(bcl_rec), "--json"]],
         "conditions": [["conditions"]],
     }
@@ -347,6 +348,28 @@ def test_info_on_a_killed_run(killed):
 
 
 # -- reader API, info, conditions -----------------------------------------------------------------
+
+
+def test_dtype_float16_rounds_only_the_large_float_tensors(runs, bcl_rec, bcl_arrays):
+    """--dtype float16: each large float tensor is the float32 run's values rounded to half precision, bit
+    for bit; everything else (small tensors, integers, every summary) is the float32 run's exactly; the
+    tensors take about half the disk; the reader and resume keep the type."""
+    half = read_all(runs["float16"])
+    assert half.keys() == bcl_arrays.keys()
+    large = 0
+    for name, values in bcl_arrays.items():
+        per_step = values[0].nbytes
+        if name.startswith("tensors/") and values.dtype == np.float32 and per_step > 4096:
+            large += 1
+            assert half[name].dtype == np.float16, name
+            assert half[name].tobytes() == values.astype(np.float16).tobytes(), name
+        else:
+            assert half[name].dtype == values.dtype and half[name].tobytes() == values.tobytes(), name
+    assert large == 18  # batch_images, six [128,64], eight [64,784] and the three [64,64] cosine matrices
+    assert tree_bytes(runs["float16"] / "tensors") < 0.55 * tree_bytes(bcl_rec / "tensors")
+    rec = Recording.open(runs["float16"])
+    assert rec.step(3)["grad_raw"].dtype == np.float16 and rec.meta["policy"]["large_float"] == "float16"
+    assert rec.step(3)["grad_raw"].tobytes() == half["tensors/grad_raw"][3].tobytes()
 
 
 def test_reader_api(bcl_rec):

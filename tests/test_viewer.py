@@ -140,6 +140,17 @@ def sparse_site(sparse_rec, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def float16_site(tmp_path_factory):
+    """The bcl fixture's run recorded with --dtype float16: its large tensors are stored as halves."""
+    path = tmp_path_factory.mktemp("viewer") / "float16"
+    acc("run", "--steps", "30", "--chunk-steps", "7", "--dtype", "float16", "--out", str(path))
+    build(Recording.open(path))
+    served = serve_in_thread(path)
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="module")
 def xss_site(tmp_path_factory):
     """A short recording whose note is markup and script."""
     path = tmp_path_factory.mktemp("viewer") / "xss"
@@ -499,11 +510,13 @@ def test_playing_advances_steps(page, bcl_site):
 
 # -- 5: the numbers on the page are the numbers in the store --------------------------------------
 
-@pytest.mark.parametrize("server", ["viewer", "http.server", "resharded"])
+@pytest.mark.parametrize("server", ["viewer", "http.server", "resharded", "float16"])
 def test_values_match_the_store(page, server, request):
     """What the page shows is what the store holds: under our server (one Range request per inner chunk of a
-    shard), under `python -m http.server` (no Range: whole shards), and with the shard index first, with crc32c."""
-    bcl_site = request.getfixturevalue({"viewer": "bcl_site", "http.server": "plain_site", "resharded": "resharded_site"}[server])
+    shard), under `python -m http.server` (no Range: whole shards), with the shard index first, with crc32c,
+    and with the large tensors stored as float16."""
+    bcl_site = request.getfixturevalue({"viewer": "bcl_site", "http.server": "plain_site", "resharded": "resharded_site",
+                                        "float16": "float16_site"}[server])
     step = 4
     rec = Recording.open(bcl_site.path)
     data = rec.step(step)

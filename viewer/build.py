@@ -32,7 +32,7 @@ SHARD_INDEX = "shard-index.bin"  # in ASSETS_DIR
 # viewer/ is a folder inside a Zarr group: make it an empty group so zarr-python lists it cleanly
 EMPTY_GROUP = {"zarr_format": 3, "node_type": "group", "attributes": {}}
 
-DTYPES = {"float32", "int32", "bool"}
+DTYPES = {"float32", "float16", "int32", "bool"}
 
 
 class ViewerError(Exception):

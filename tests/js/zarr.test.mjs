@@ -4,7 +4,8 @@ import test from "node:test";
 import { gzipSync } from "node:zlib";
 
 import {
-  chunkCount, chunkIndex, chunkKey, chunkLength, chunkPath, decodeChunk, fillChunk, fromBytes, parseFill, rowLength, swapBytes,
+  chunkCount, chunkIndex, chunkKey, chunkLength, chunkPath, decodeChunk, fillChunk, fromBytes, halfToNumber, parseFill, rowLength,
+  swapBytes,
 } from "../../viewer/static/zarr.js";
 
 const meta = (over = {}) => ({
@@ -119,4 +120,28 @@ test("big-endian chunks are swapped to the host order", () => {
   const b = new Uint8Array([1, 2, 3, 4, 5, 6]);
   swapBytes(b.buffer, 2);
   assert.deepEqual(Array.from(b), [2, 1, 4, 3, 6, 5]);
+});
+
+test("float16: every kind of half widens to the float32 it stands for", () => {
+  const cases = [[0x0000, 0], [0x3c00, 1], [0xc000, -2], [0x3555, 0.333251953125], [0x7bff, 65504],
+    [0x0001, 2 ** -24], [0x03ff, 1023 * 2 ** -24], [0x0400, 2 ** -14], [0x7c00, Infinity], [0xfc00, -Infinity]];
+  for (const [bits, value] of cases) assert.equal(halfToNumber(bits), value, bits.toString(16));
+  assert.ok(Number.isNaN(halfToNumber(0x7e00)));
+  assert.ok(Object.is(halfToNumber(0x8000), -0));
+});
+
+test("decode float16: gzip of little-endian halves, as float32 values", async () => {
+  const bits = [0x3c00, 0xc000, 0x7e00, 0x0001, 0x7bff, 0x3555, 0x0000, 0xfc00, 0x4248, 0xbc00, 0x5640, 0x0400];
+  const buf = Buffer.alloc(bits.length * 2);
+  bits.forEach((b, i) => buf.writeUInt16LE(b, i * 2));
+  const out = await decodeChunk(gzipSync(buf), meta({ dtype: "float16" }));
+  assert.ok(out instanceof Float32Array && out.length === 12);
+  assert.deepEqual([...out].map((v) => (Number.isNaN(v) ? "NaN" : v)),
+    [1, -2, "NaN", 2 ** -24, 65504, Math.fround(0.333251953125), 0, -Infinity, 3.140625, -1, 100, 2 ** -14]);
+  assert.ok(Number.isNaN(parseFill("NaN", "float16")) && Number.isNaN(parseFill(null, "float16")));
+  assert.ok(Number.isNaN(parseFill("0x7e00", "float16")) && parseFill("0x3c00", "float16") === 1);
+  assert.ok(Number.isNaN(fillChunk(meta({ dtype: "float16" }))[0]));
+  const big = Buffer.from(buf);
+  for (let i = 0; i < big.length; i += 2) [big[i], big[i + 1]] = [big[i + 1], big[i]];
+  assert.equal(fromBytes(big.buffer.slice(big.byteOffset, big.byteOffset + big.length), meta({ dtype: "float16", endian: "big" }))[8], 3.140625);
 });

@@ -10,23 +10,47 @@
 // or null. No DOM: usable in a worker, on the page and under node; the only state is the
 // ShardCache a caller hands in.
 
+// data type -> the typed array a chunk decodes to (float16 is widened to float32 as it is decoded)
 export const DTYPES = {
   float32: Float32Array,
+  float16: Float32Array,
   int32: Int32Array,
   bool: Uint8Array,
 };
+
+/** An IEEE 754 half-precision number (its 16 bits) as a JS number. */
+export function halfToNumber(h) {
+  const sign = h & 0x8000 ? -1 : 1, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;            // zero and subnormals
+  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+let HALF_TABLE = null;  // all 65536 halves as float32, made on first use (256 KB)
+
+/** float16 bits -> a Float32Array of the same values (exact: every half is a float32). */
+export function widenHalves(bits) {
+  if (!HALF_TABLE) {
+    HALF_TABLE = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) HALF_TABLE[h] = halfToNumber(h);
+  }
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = HALF_TABLE[bits[i]];
+  return out;
+}
 
 export const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** The fill value of zarr.json ("NaN", "Infinity", a number, a boolean, "0x7fc00000") as a number. */
 export function parseFill(fill, dtype) {
   if (dtype === "bool") return fill ? 1 : 0;
-  if (fill === null || fill === undefined) return dtype === "float32" ? NaN : 0;
+  if (fill === null || fill === undefined) return dtype.startsWith("float") ? NaN : 0;
   if (typeof fill === "boolean") return fill ? 1 : 0;
   if (typeof fill === "number") return fill;
   if (fill === "NaN") return NaN;
   if (fill === "Infinity") return Infinity;
   if (fill === "-Infinity") return -Infinity;
+  if (typeof fill === "string" && /^0x[0-9a-f]+$/i.test(fill) && dtype === "float16") return halfToNumber(parseInt(fill, 16));
   if (typeof fill === "string" && /^0x[0-9a-f]+$/i.test(fill) && dtype === "float32") {
     const view = new DataView(new ArrayBuffer(4));
     view.setUint32(0, parseInt(fill, 16));
@@ -115,12 +139,13 @@ export function swapBytes(buffer, size) {
 
 /** The `bytes` codec: raw bytes -> typed array of the array's dtype and endianness. */
 export function fromBytes(buffer, meta) {
-  const Type = DTYPES[meta.dtype];
+  const half = meta.dtype === "float16";
+  const Type = half ? Uint16Array : DTYPES[meta.dtype];
   if (!Type) throw new Error(`unsupported data type ${meta.dtype}`);
   if (buffer.byteLength % Type.BYTES_PER_ELEMENT) throw new Error(`${buffer.byteLength} bytes is not a whole number of ${meta.dtype}`);
   const little = (meta.endian || "little") === "little";
   if (Type.BYTES_PER_ELEMENT > 1 && little !== HOST_LITTLE_ENDIAN) swapBytes(buffer, Type.BYTES_PER_ELEMENT);
-  return new Type(buffer);
+  return half ? widenHalves(new Uint16Array(buffer)) : new Type(buffer);
 }
 
 /** Decode one stored chunk (its codecs applied in reverse) and check it has the chunk's size. */
