@@ -102,6 +102,7 @@ def main() -> None:
         sides = {
             "full": lambda i: CLI + ["run", "--steps", str(args.steps), "--out", str(tmp / f"full{i}")],
             "loss": lambda i: CLI + ["run", "--steps", str(args.steps), "--out", str(tmp / f"loss{i}"), "--keys", "loss"],
+            "half": lambda i: CLI + ["run", "--steps", str(args.steps), "--out", str(tmp / f"half{i}"), "--dtype", "float16"],
             "plain": lambda i: [sys.executable, str(HERE / "plain_train.py"), str(args.steps)],
         }
         times = {k: [] for k in sides}
@@ -113,7 +114,10 @@ def main() -> None:
         from capture import Recording
 
         rec = Recording.open(tmp / "full0")
-        on_disk = sum(f.stat().st_size for f in (tmp / "full0" / "tensors").rglob("*") if f.is_file())
+        def tensor_bytes(path: Path) -> int:
+            return sum(f.stat().st_size for f in (path / "tensors").rglob("*") if f.is_file())
+
+        on_disk, on_disk_half = tensor_bytes(tmp / "full0"), tensor_bytes(tmp / "half0")
         raw = sum(int(np.prod(a.shape[1:])) * a.dtype.itemsize for a in rec.tensors.values())
         loop = in_process(args.steps, tmp)
         step_ms = read_step(tmp / "full0")
@@ -135,6 +139,10 @@ def main() -> None:
          f"{loop['training + captures (nothing written)']:.1f}", "-", "-"),
         ("bytes on disk per step / raw float32 bytes per step (tensors/)",
          f"{on_disk / args.steps / 1e6:.3f} MB / {raw / 1e6:.3f} MB", f"{on_disk / args.steps / raw:.2f}", "<= 0.6"),
+        ("the same with --dtype float16 (lossy, optional)",
+         f"{on_disk_half / args.steps / 1e6:.3f} MB / {raw / 1e6:.3f} MB", f"{on_disk_half / args.steps / raw:.2f}", "-"),
+        ("wall: run --dtype float16 / plain training", f"{med['half']:.2f} s / {med['plain']:.2f} s",
+         f"{med['half'] / med['plain']:.2f}", "-"),
         ("Recording.step(n), all keys", f"{step_ms:.1f} ms", "-", "<= 10 ms"),
         ("original plan: one step as JSON nested lists", f"{json_mb:.1f} MB in {json_ms:.0f} ms", "-", "-"),
     ]

@@ -517,6 +517,8 @@ def test_values_match_the_store(page, server, request):
     and with the large tensors stored as float16."""
     bcl_site = request.getfixturevalue({"viewer": "bcl_site", "http.server": "plain_site", "resharded": "resharded_site",
                                         "float16": "float16_site"}[server])
+    if server == "float16":  # the page says the values are rounded
+        assert "as float16" in page.goto(bcl_site.url).text()
     step = 4
     rec = Recording.open(bcl_site.path)
     data = rec.step(step)
