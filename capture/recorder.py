@@ -107,7 +107,7 @@ class _Chunker:
 
     def files(self, t0: int, block: np.ndarray, keep: np.ndarray | None) -> list[tuple[str, Callable[[], bytes]]]:
         """The files that steps t0.. change; `keep[i]` False leaves step t0+i unwritten."""
-        block = block.astype(self.arr.dtype, copy=False)
+        block = _as_dtype(block, self.arr.dtype)
         out = []
         for i in range(len(block)):
             index, row = divmod(t0 + i, self.per_file)
@@ -124,6 +124,15 @@ class _Chunker:
         if self.dirty:
             out.append(self._file())
         return out
+
+
+def _as_dtype(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """`block` as `dtype`: float32 to float16 through torch (the same rounding as numpy's, several times faster)."""
+    if block.dtype == dtype:
+        return block
+    if dtype == np.float16 and block.dtype == np.float32:
+        return torch.from_numpy(np.ascontiguousarray(block)).to(torch.float16).numpy()
+    return block.astype(dtype)
 
 
 def _gzip(data: np.ndarray) -> bytes:
