@@ -30,7 +30,7 @@ HOST = "127.0.0.1"
 API = "/inspect"
 MAX_BODY = 64 * 1024  # bytes of a request body (the API's bodies are a few bytes of JSON)
 BODY_TIMEOUT = 10.0  # seconds to wait for a body the client announced
-RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.ASCII)  # one range of bytes; a list of several is not answered
+RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})", re.ASCII)  # one range of bytes; a list of several is not answered
 # marks the page as served by `acc-capture serve`, so it asks /inspect/state (a static page never asks)
 LIVE_MARK = b'<meta name="acc-capture-live" content="inspect/">\n'
 TYPES = {
@@ -103,9 +103,6 @@ class RecordingHandler(SimpleHTTPRequestHandler):
             return None, HTTPStatus.NOT_FOUND
         return real, HTTPStatus.OK
 
-    def translate_path(self, path: str) -> str:  # (unused: send_head resolves every path itself)
-        return self._resolved
-
     def send_head(self):
         self._span = (0, None)
         try:
@@ -115,7 +112,6 @@ class RecordingHandler(SimpleHTTPRequestHandler):
         if real is None:
             self.send_error(status)
             return None
-        self._resolved = real
         if self.server.api is not None and real == os.path.join(self.root, "index.html"):
             return self.live_page(real)
         return self.file_head(real)
