@@ -206,7 +206,7 @@ class Viewer {
     if (!(steps > old)) return;
     for (const [name, meta] of Object.entries(page.arrays)) {
       const last = chunkIndex(meta, steps - 1);
-      for (let i = chunkIndex(meta, Math.max(old - 1, 0)); i <= last; i++) this.store.refresh(name, i);
+      for (let i = chunkIndex(meta, old); i <= last; i++) this.store.refresh(name, i);  // written steps never change
     }
     page.run.steps = this.steps = steps;
     for (const el of [$("#step-input"), $("#step-slider")]) el.max = String(steps - 1);
