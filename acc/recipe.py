@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -81,14 +82,21 @@ def cosine_matrix(rows: Tensor) -> Tensor:
     return unit @ unit.T
 
 
-_BCL_FORWARD_KEYS = [k for k in K if k.bcl and k not in (K.SOM_DELTA, K.SOM_TARGET_COSINE_MATRIX)]
+_BCL_FORWARD_KEYS = [k for k in K if k.bcl and k not in (K.SOM_DELTA, K.SOM_TARGET_COSINE_MATRIX, K.NEIGHBORS)]
+
+
+def captured_keys(config: RunConfig) -> list[K]:
+    """The keys a run of this configuration captures (the control condition has no BCL keys)."""
+    return [k for k in K if config.bcl is not None or not k.bcl]
 
 
 class InspectorHooks:
-    """Captures every StepTensorKey of a run into `inspector`; `remove()` undoes the wiring."""
+    """Captures every StepTensorKey of a run into `inspector`, then calls `commit()` as each step
+    ends (the inspector's own `commit` by default); `remove()` undoes the wiring."""
 
-    def __init__(self, run: Run, inspector: StepInspector):
+    def __init__(self, run: Run, inspector: StepInspector, commit: Callable[[], None] | None = None):
         self.run, self.inspector = run, inspector
+        self.commit = commit or (lambda: inspector.commit(self._step))
         self._step = -1
         layer, opt = run.layer, run.trainer.optimizer
         self._handles = [
@@ -104,12 +112,13 @@ class InspectorHooks:
         ins = self.inspector
         images, labels = self.run.trainer.batch
         ins.capture(K.BATCH_IMAGES, images)
-        ins.capture(K.BATCH_LABELS, labels)
+        ins.capture(K.BATCH_LABELS, labels.to(torch.int32))
         ins.capture(K.ENCODER_WEIGHTS, module.weight)
         if self.run.bcl is not None:
             last = self.run.bcl.last
             for key in _BCL_FORWARD_KEYS:
                 ins.capture(key, last[key.value])
+            ins.capture(K.NEIGHBORS, last["neighbors"].to(torch.int32))
 
     def metrics_fn(self, step: int) -> None:
         """The trainer's `training_metrics_fn`: runs after backward, before the optimizer step."""
@@ -132,4 +141,4 @@ class InspectorHooks:
         ins.capture(K.GRAD_COSINE_MATRIX, cosine_matrix(ins.get(K.GRAD_MASKED)))
         if self.run.bcl is not None:
             ins.capture(K.SOM_TARGET_COSINE_MATRIX, cosine_matrix(ins.get(K.SOM_TARGETS)))
-        ins.commit(self._step)
+        self.commit()

@@ -1,9 +1,10 @@
-"""One vocabulary for what a training step exposes: `StepTensorKey`, and a generic `StepInspector`.
+"""What a training step exposes: key vocabularies (`TensorKey`, BCL's `StepTensorKey`) and a `StepInspector`.
 
-Each key carries its dimension names (the recording's `dimension_names` and the viewer's layout),
-whether it is a BCL tensor, and how the viewer draws it. The viewer's copy of this table is
-rendered from here at build time, so Python and JS cannot drift. Adding a tensor is one value
-here, one `capture()` call in the recipe, one renderer entry in the viewer.
+A vocabulary is an enum of `TensorKey`: each member carries its dimension names (the recording's
+`dimension_names`), how the viewer draws it (`render`), whether its values are signed (a diverging
+colour scale centred on 0) and an optional one-line description. A recording stores the table of
+its vocabulary (`TensorKey.table()`), so a reader, the viewer included, needs no code of the
+vocabulary's to understand it. Adding a tensor is one member and one `capture()` call.
 """
 
 from __future__ import annotations
@@ -14,18 +15,76 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+# how the viewer draws a key: a number, a [rows, cols] colour map, rows as square images when they
+# are (else a colour map), a batch of images [n, channels?, h, w], one bar per entry, class labels,
+# and BCL's neighbour lists
+RENDERS = ("scalar", "heatmap", "weights", "images", "bars", "labels", "neighbors")
 
-class StepTensorKey(str, Enum):
+
+class TensorKey(str, Enum):
+    """The base of every key vocabulary. A member is `value, dims, render[, signed[, description]]`:
+
+        class Keys(TensorKey):
+            LOSS = "loss", (), "scalar"
+            FC1_WEIGHT = "fc1_weight", ("unit", "pixel"), "weights", True
+
+    Or made at run time: `TensorKey("Keys", {"LOSS": ("loss", (), "scalar")})`.
+    """
+
     dims: tuple[str, ...]
-    bcl: bool
     render: str
     signed: bool
+    description: str
+
+    def __new__(cls, value: str, dims: tuple[str, ...] = (), render: str = "heatmap", signed: bool = False,
+                description: str = ""):
+        return _member(cls, value, dims, render, signed, description)
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def summaries(cls) -> dict:
+        """Per-step summaries of this vocabulary's own, beyond those every recording gets
+        (`name -> (dims after step, dtype, keys it needs, function of the stacked captures)`)."""
+        return {}
+
+    @classmethod
+    def table(cls) -> list[dict]:
+        """The vocabulary as a recording stores it: one entry per key, in the vocabulary's order."""
+        return [{"key": k.value, "name": k.name, "dims": list(k.dims), "render": k.render, "signed": k.signed,
+                 "description": k.description} for k in cls]
+
+
+def _member(cls, value, dims, render, signed, description) -> TensorKey:
+    if not isinstance(value, str) or not value.isidentifier():
+        raise ValueError(f"{cls.__name__}: a key's value must be a name of letters, digits and _, not {value!r}")
+    if isinstance(dims, str) or not all(isinstance(d, str) and d for d in dims):
+        raise ValueError(f"{cls.__name__}.{value}: dims must be a tuple of dimension names, not {dims!r}")
+    if render not in RENDERS:
+        raise ValueError(f"{cls.__name__}.{value}: render {render!r} is not one of {', '.join(RENDERS)}")
+    obj = str.__new__(cls, value)
+    obj._value_ = value
+    obj.dims, obj.render, obj.signed, obj.description = tuple(dims), render, bool(signed), str(description)
+    return obj
+
+
+class StepTensorKey(TensorKey):
+    """BCL's vocabulary: every tensor of SPEC section 4, in the order the trainer computes them.
+    A member is `value, dims, bcl, render[, signed]`; `bcl` marks the keys only BCL conditions have."""
+
+    bcl: bool
 
     def __new__(cls, value: str, dims: tuple[str, ...], bcl: bool, render: str, signed: bool = False):
-        obj = str.__new__(cls, value)
-        obj._value_ = value
-        obj.dims, obj.bcl, obj.render, obj.signed = dims, bcl, render, signed
+        obj = _member(cls, value, dims, render, signed, "")
+        obj.bcl = bcl
         return obj
+
+    @classmethod
+    def summaries(cls) -> dict:
+        from acc.summaries import BCL_SUMMARIES
+
+        return BCL_SUMMARIES
 
     # -- batch data (captured as the batch enters the model)
     BATCH_IMAGES = "batch_images", ("image", "channel", "height", "width"), False, "images"
@@ -65,8 +124,9 @@ class StepTensorKey(str, Enum):
     SOM_TARGET_COSINE_MATRIX = "som_target_cosine_matrix", ("feature", "other_feature"), True, "heatmap", True
     GRAD_COSINE_MATRIX = "grad_cosine_matrix", ("feature", "other_feature"), False, "heatmap", True
 
-    def __str__(self) -> str:
-        return self.value
+
+class CaptureError(ValueError):
+    """A capture or a commit that does not fit the vocabulary or the steps before it; says why in one line."""
 
 
 class StepInspector:
@@ -74,17 +134,38 @@ class StepInspector:
 
     Works with any training loop: call `capture(key, tensor)` while the step runs, `commit(step)`
     when it is over, and `drain()` to take the finished steps. Each capture is one copy to the CPU,
-    so later in-place updates of the live tensor cannot change what was captured.
+    so later in-place updates of the live tensor cannot change what was captured. Keys come from
+    one vocabulary (`keys`, StepTensorKey by default): a key of another is refused.
     """
 
-    def __init__(self) -> None:
-        self._current: dict[StepTensorKey, torch.Tensor] = {}
-        self._done: list[tuple[int, dict[StepTensorKey, torch.Tensor]]] = []
+    def __init__(self, keys: type[TensorKey] = StepTensorKey) -> None:
+        self.keys = keys
+        self._current: dict[TensorKey, torch.Tensor] = {}
+        self._done: list[tuple[int, dict[TensorKey, torch.Tensor]]] = []
 
-    def capture(self, key: StepTensorKey | str, tensor: torch.Tensor) -> None:
-        self._current[StepTensorKey(key)] = tensor.detach().to("cpu", copy=True)
+    def key(self, key: TensorKey | str) -> TensorKey:
+        """`key` as a member of this inspector's vocabulary (its value as a string works too)."""
+        if isinstance(key, self.keys):
+            return key
+        if isinstance(key, TensorKey):
+            raise CaptureError(f"{type(key).__name__}.{key.name} is not a key of {self.keys.__name__}")
+        try:
+            return self.keys(key)
+        except ValueError:
+            raise CaptureError(f"{key!r} is not a key of {self.keys.__name__}") from None
 
-    def get(self, key: StepTensorKey) -> torch.Tensor | None:
+    def capture(self, key: TensorKey | str, tensor: torch.Tensor) -> None:
+        import torch
+
+        key = self.key(key)
+        if not isinstance(tensor, torch.Tensor):
+            raise CaptureError(f"capture({key.value}): expected a torch.Tensor, got {type(tensor).__name__}")
+        if tensor.dim() != len(key.dims):
+            raise CaptureError(f"capture({key.value}): the key has {len(key.dims)} dims {key.dims}, "
+                               f"the tensor has shape {tuple(tensor.shape)}")
+        self._current[key] = tensor.detach().to("cpu", copy=True)
+
+    def get(self, key: TensorKey) -> torch.Tensor | None:
         """A tensor captured during the current (uncommitted) step."""
         return self._current.get(key)
 
@@ -92,6 +173,6 @@ class StepInspector:
         self._done.append((step, self._current))
         self._current = {}
 
-    def drain(self) -> list[tuple[int, dict[StepTensorKey, torch.Tensor]]]:
+    def drain(self) -> list[tuple[int, dict[TensorKey, torch.Tensor]]]:
         done, self._done = self._done, []
         return done

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import shutil
 import sys
 from enum import Enum
 from pathlib import Path
@@ -21,6 +19,7 @@ from acc.conditions import CONDITIONS, UnknownCondition, make_config
 from acc.step_inspector import StepTensorKey
 from capture import format as fmt
 from capture.recording import Recording, RecordingError
+from capture.session import next_free_run
 
 app = typer.Typer(
     help="Record every tensor of every BCL training step to Zarr, and replay it in a static viewer.",
@@ -44,13 +43,6 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-def next_free_run(base: Path = Path("recordings")) -> Path:
-    n = 1
-    while (base / f"run{n}").exists():
-        n += 1
-    return base / f"run{n}"
-
-
 def parse_keys(text: str | None, condition_keys: list[StepTensorKey], condition: str) -> list[StepTensorKey]:
     if text is None:
         return condition_keys
@@ -69,28 +61,14 @@ def parse_keys(text: str | None, condition_keys: list[StepTensorKey], condition:
     return keys
 
 
-def check_output(path: Path, force: bool) -> bool:
-    """Refuse to write over anything we should not; True if an old recording is to be replaced."""
-    if path.exists() and not path.is_dir():
-        raise Fail(f"output path exists and is not a directory: {path}")
-    if not path.exists():
-        parent = next(p for p in path.absolute().parents if p.exists())
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            raise Fail(f"cannot create {path}: {parent} is not a writable directory")
-        return False
-    if not any(path.iterdir()):
-        return False
+def check_output(path: Path, force: bool) -> None:
+    """Refuse to write over anything we should not."""
+    from capture.session import check_path
+
     try:
-        Recording.open(path)
-    except RecordingError as e:
-        if (path / "zarr.json").exists():
-            raise Fail(f"{path} holds something that is not a readable recording, refusing to touch it ({e})") from None
-        raise Fail(f"output directory is not empty and is not a recording, refusing to touch it: {path}") from None
-    if not force:
-        raise Fail(f"a recording already exists at {path}; pass --force to replace it")
-    if fmt.writer_alive(path):
-        raise Fail(f"another process is writing {path}; not replacing it")
-    return True
+        check_path(path, force)
+    except (FileExistsError, PermissionError) as e:
+        raise Fail(str(e).replace("force=True (--force)", "--force")) from None
 
 
 class StepsPerSecond(ProgressColumn):
@@ -123,8 +101,8 @@ def run(
 ) -> None:
     """Train under a condition and record every step's tensors to a Zarr recording."""
     from acc.data import DataError
-    from acc.recipe import build_run, resolve_device
-    from capture.recorder import Policy, Recorder
+    from acc.recipe import build_run, captured_keys, resolve_device
+    from capture.session import record
 
     if steps <= 0:
         raise Fail(f"--steps must be a positive number of steps, not {steps}")
@@ -141,44 +119,44 @@ def run(
         raise Fail(str(e)) from None
     if config.bcl and config.bcl.neighborhood_k >= config.hidden_dim:
         raise Fail(f"--neighborhood-k must be below the {config.hidden_dim} features")
-    policy = Policy(parse_keys(keys, fmt.condition_keys(config), condition), full_every, ranges, dtype.value)
+    only = None if keys is None else [k.value for k in parse_keys(keys, captured_keys(config), condition)]
     path = out_dir if out_dir is not None else next_free_run()
-    replace = check_output(path, force)
+    check_output(path, force)
     try:
         run_ = build_run(config, seed, dev, data_root)
     except DataError as e:
         raise Fail(str(e)) from None
-    if replace:
-        shutil.rmtree(path)
     command = shlex.join(["acc-capture", *sys.argv[1:]])
     try:
-        recorder = Recorder.create(path, config, policy, steps, seed=seed, device=dev, note=note, command=command)
+        session = record(path, StepTensorKey, note=note, config=config.to_dict(), seed=seed, full_every=full_every,
+                         full_steps=ranges, only=only, dtype=dtype.value, chunk_steps=chunk_steps, force=force,
+                         condition=condition, device=dev, command=command, recipe=fmt.BCL_RECIPE, expect_steps=steps)
     except BlockingIOError:
         raise Fail(f"another process is writing {path}") from None
-    _record_with_progress(run_, recorder, steps, chunk_steps, f"{condition} -> {path}")
+    except (FileExistsError, PermissionError) as e:
+        raise Fail(str(e)) from None
+    _record_with_progress(run_, session, steps, chunk_steps, f"{condition} -> {path}")
     size = Recording.open(path).size_bytes()
     out.print(f"recorded {steps} steps of {condition} to {path} ({size / 1e6:.1f} MB, {size / 1e6 / steps:.2f} MB/step)")
     out.print(f"view it:  acc-capture view {shlex.quote(str(path))}")
 
 
-def _record_with_progress(run_, recorder, steps: int, chunk_steps: int, label: str) -> None:
+def _record_with_progress(run_, session, steps: int, chunk_steps: int, label: str) -> None:
     """Record with a progress bar; always leave the recording complete or interrupted, never half-published."""
-    from capture.recorder import record
+    from capture.runner import train_and_record
 
-    status = "interrupted"
     try:
         with Progress(TextColumn("[bold]recording[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       StepsPerSecond(), TimeRemainingColumn(), console=Console(stderr=True), transient=False) as bar:
             task = bar.add_task(label, total=steps)
-            record(run_, recorder, steps, chunk_steps, on_progress=lambda n: bar.advance(task, n))
-        status = "complete"
+            train_and_record(run_, session, steps, chunk_steps, on_progress=lambda n: bar.advance(task, n))
     except KeyboardInterrupt:
-        raise Fail(f"interrupted; {recorder.steps_completed} complete steps kept in {recorder.path}") from None
-    finally:
-        try:
-            recorder.finish(status)
-        except OSError:
-            recorder.close()
+        session.close("interrupted")
+        raise Fail(f"interrupted; {session.steps_completed} complete steps kept in {session.path}") from None
+    except BaseException:
+        session.close("interrupted")
+        raise
+    session.close("complete")
 
 
 @app.command()
@@ -193,13 +171,15 @@ def resume(
     from acc.conditions import RunConfig
     from acc.data import DataError
     from acc.recipe import build_run, resolve_device
-    from capture.recorder import Recorder
+    from capture.session import RecordingSession
 
     if steps <= 0:
         raise Fail(f"--steps must be a positive number of steps, not {steps}")
     if chunk_steps <= 0:
         raise Fail(f"--chunk-steps must be positive, not {chunk_steps}")
     rec = open_recording(path)
+    if rec.recipe != fmt.BCL_RECIPE:
+        raise Fail(f"{path} was not recorded by `acc-capture run`; a loop recorded with record() goes on in that loop")
     if rec.status == "recording":
         raise Fail(f"another process is writing {path}")
     config = RunConfig.from_dict(rec.condition, rec.meta["config"])
@@ -210,15 +190,15 @@ def resume(
         raise Fail(str(e)) from None
     command = shlex.join(["acc-capture", *sys.argv[1:]])
     try:
-        recorder, state = Recorder.append(path, steps, command)
+        session, state = RecordingSession.resume(path, StepTensorKey, command, expect_steps=rec.steps + steps)
     except BlockingIOError:
         raise Fail(f"another process is writing {path}") from None
     except FileNotFoundError as e:
         raise Fail(str(e)) from None
-    start = recorder.steps_completed
+    start = session.steps_completed
     run_.load_state_dict(state)
-    _record_with_progress(run_, recorder, steps, chunk_steps, f"{rec.condition} {path} from step {start}")
-    out.print(f"recorded steps {start}..{start + steps - 1} of {rec.condition} to {path} ({recorder.steps_completed} steps in all)")
+    _record_with_progress(run_, session, steps, chunk_steps, f"{rec.condition} {path} from step {start}")
+    out.print(f"recorded steps {start}..{start + steps - 1} of {rec.condition} to {path} ({session.steps_completed} steps in all)")
     out.print(f"view it:  acc-capture view {shlex.quote(str(path))}")
 
 
@@ -231,13 +211,16 @@ def open_recording(path: Path) -> Recording:
 
 def describe(rec: Recording) -> dict:
     m = rec.meta
+    table = {e["key"]: e for e in rec.key_table}
     return {
         "path": str(rec.path), "format": m["format"], "condition": rec.condition, "status": rec.status,
         "steps_completed": rec.steps, "full_steps": int(rec.full_capture.sum()), "seed": m.get("seed"),
         "device": m.get("device"), "note": m.get("note", ""), "created": m.get("created"), "command": m.get("command"),
         "config": m.get("config"), "policy": m.get("policy"), "versions": m.get("versions"),
         "size_bytes": rec.size_bytes(),
-        "keys": {k: {"shape": list(a.shape[1:]), "dtype": str(a.dtype), "dims": list(a.metadata.dimension_names[1:])}
+        "recipe": rec.recipe, "vocabulary": m.get("vocabulary"),
+        "keys": {k: {"shape": list(a.shape[1:]), "dtype": str(a.dtype), "dims": list(a.metadata.dimension_names[1:]),
+                     "render": table[k]["render"], "description": table[k].get("description", "")}
                  for k, a in rec.tensors.items()},
         "summaries": sorted(rec.summaries),
     }
@@ -254,11 +237,15 @@ def info(
         print(json.dumps(d, indent=2))
         return
     steps = d["steps_completed"]
-    bcl = (d["config"] or {}).get("bcl")
     size = d["size_bytes"] / 1e6
+    if d["recipe"] == fmt.BCL_RECIPE:
+        bcl = d["config"].get("bcl")
+        what = ("condition", d["condition"] + (f"  ({', '.join(f'{k} {v}' for k, v in bcl.items())})" if bcl else "  (no BCL)"))
+    else:
+        what = ("config", json.dumps(d["config"]) if d["config"] else "-")
     rows = [
-        ("recording", f"{d['path']}  (acc-capture format {d['format']})"),
-        ("condition", d["condition"] + (f"  ({', '.join(f'{k} {v}' for k, v in bcl.items())})" if bcl else "  (no BCL)")),
+        ("recording", f"{d['path']}  (acc-capture format {d['format']}, keys of {d['vocabulary']})"),
+        what,
         ("status", d["status"] + ("  (stopped before it finished; every counted step is intact)"
                                   if d["status"] == "interrupted" else "")),
         ("steps", f"{steps} completed, {d['full_steps']} with full tensors"),
@@ -272,9 +259,32 @@ def info(
     width = max(map(len, d["keys"]), default=0)
     for k, v in d["keys"].items():
         shape = "[" + ", ".join(map(str, v["shape"])) + "]"
-        lines.append(f"  {k:<{width}}  {shape:<18} {v['dtype']:<8} ({', '.join(v['dims']) or 'scalar'})")
+        lines.append(f"  {k:<{width}}  {shape:<18} {v['dtype']:<8} ({', '.join(v['dims']) or 'scalar'})"
+                     + (f"  {v['description']}" if v["description"] else ""))
     lines.append("summaries:    " + ", ".join(d["summaries"]))
     print("\n".join(lines))
+
+
+@app.command("diff")
+def diff_runs(
+    a: Annotated[Path, typer.Argument(help="A recording directory.")],
+    b: Annotated[Path, typer.Argument(help="Another recording directory.")],
+    steps: Annotated[Optional[str], typer.Option(help="Compare only these steps, e.g. 100-200 [default: all].")] = None,
+    atol: Annotated[float, typer.Option(help="Values within this absolute difference count as equal [default: bit for bit].")] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    whole: Annotated[bool, typer.Option("--all", help="Read every key over the whole range, not only up to its first difference.")] = False,
+) -> None:
+    """Compare two recordings step by step: which settings differ, and where the tensors first part.
+    Exit 0 when identical, 1 when they differ, 2 on bad input."""
+    from capture.diff import DiffError, diff, parse_steps
+
+    try:
+        result = diff(a, b, steps=parse_steps(steps) if steps is not None else None, atol=atol, whole=whole)
+    except (RecordingError, DiffError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    print(result.to_json() if as_json else result.to_text())
+    raise typer.Exit(0 if result.identical else 1)
 
 
 @app.command()
@@ -340,61 +350,15 @@ def serve_live(
 
 def open_live_server(path: Path | None, condition: str | None = None, seed: int | None = None, device: str = "auto",
                      port: int = 8765, recordings_dir: Path = Path("recordings")):
-    """What `serve` starts, not yet serving: a server bound to 127.0.0.1:`port` whose `api` (an InspectAPI)
-    holds a session on `path`, or on a new recording of `condition` at the next free `recordings_dir`/runN,
-    with the viewer built into the recording. Bad input raises Fail."""
-    from viewer import ViewerError, build
-    from viewer.server import make_server
+    """`serve`'s server with its live session (capture.live.open_live_server, on the viewer's server
+    and page builder), not yet serving. Bad input raises Fail."""
+    from capture.live import LiveError, open_live_server as open_live
+    from viewer import ViewerError, build, make_server
 
-    if path is not None and (condition is not None or seed is not None):
-        raise Fail("--condition and --seed are for a new recording; a recording continues with its own")
-    if path is None and (condition := condition or "bcl-slow") not in CONDITIONS:
-        raise Fail(f"unknown condition {condition!r}; choose one of: {', '.join(CONDITIONS)}")
-    if seed is not None and seed < 0:
-        raise Fail(f"--seed must not be negative, not {seed}")
-    if path is not None:
-        rec = open_recording(path)
-        if rec.status == "recording":
-            raise Fail(f"another process is writing {path}")
     try:
-        server = make_server(None, port)  # bind first: a port in use fails before anything is loaded or written
-    except ViewerError as e:
+        return open_live(path, condition, seed, device, port, Path(recordings_dir), make_server=make_server, build=build)
+    except (LiveError, ViewerError, RecordingError) as e:
         raise Fail(str(e)) from None
-    try:
-        api = _open_session(path, condition, seed or 0, device, Path(recordings_dir))
-        try:
-            build(Recording.open(api.session.path))
-            server.set_root(api.session.path)
-        except (ViewerError, RecordingError) as e:
-            api.close()
-            raise Fail(str(e)) from None
-        server.attach(api)
-    except BaseException:
-        server.server_close()
-        raise
-    return server
-
-
-def _open_session(path: Path | None, condition: str | None, seed: int, device: str, recordings_dir: Path):
-    """An InspectAPI with a session on `path`, or on a new recording of `condition` at the next free runN."""
-    from acc.data import DataError
-    from capture.live import InspectAPI, LiveSession
-
-    command = shlex.join(["acc-capture", *sys.argv[1:]])
-    try:
-        if path is None:
-            new = next_free_run(recordings_dir)
-            check_output(new, force=False)
-            session = LiveSession.create(new, condition, seed=seed, device=device)
-        else:
-            session = LiveSession(path, device, command=command)
-    except BlockingIOError:
-        raise Fail(f"another process is writing {path}") from None
-    except FileNotFoundError as e:  # no saved training state to continue from
-        raise Fail(str(e)) from None
-    except (DataError, RecordingError, ValueError) as e:
-        raise Fail(str(e)) from None
-    return InspectAPI(session, recordings_dir=recordings_dir, device=device)
 
 
 @app.command()

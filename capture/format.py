@@ -1,4 +1,4 @@
-"""Recording format v1: array names, dimension names and the per-step summaries (docs/FORMAT.md)."""
+"""Recording format v2: array names, dimension names, the key table and the per-step summaries (docs/FORMAT.md)."""
 
 from __future__ import annotations
 
@@ -6,57 +6,38 @@ import fcntl
 import os
 import struct
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from acc.conditions import RunConfig
-from acc.step_inspector import StepTensorKey as K
+from acc.step_inspector import StepTensorKey
+from acc.summaries import DEAD_WIN_RATE, Summary, frobenius
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)  # 1: before the key table; every v1 recording is a BCL run (StepTensorKey)
 ATTRS_KEY = "acc_capture"
 SUMMARY_CHUNK = 1024  # steps per chunk of a summary array
 SMALL_BYTES, SMALL_CHUNK = 4096, 64  # a tensor of at most SMALL_BYTES per step is chunked SMALL_CHUNK steps a chunk
 SHARD_STEPS = 20  # a larger tensor: one chunk per step, SHARD_STEPS chunks per file (a zarr shard)
 STATE_GROUP = "state"  # training state at the last completed step, for resume
-DEAD_WIN_RATE = 0.01  # a feature whose win_rate is below this is dead
+BCL_RECIPE = "bcl"  # the recipe of `acc-capture run`: a recording `acc-capture resume` can continue
+__all__ = ["DEAD_WIN_RATE"]
 
-INT_KEYS = {K.NEIGHBORS, K.BATCH_LABELS}
-
-
-def dim_sizes(config: RunConfig) -> dict[str, int]:
-    side = int(round(config.input_dim ** 0.5))
-    return {
-        "image": config.batch_size, "channel": 1, "height": side, "width": side,
-        "feature": config.hidden_dim, "other_feature": config.hidden_dim,
-        "pixel": config.input_dim, "neighbor": config.bcl.neighborhood_k if config.bcl else 0,
-    }
+# dtypes a tensor is stored as (what the viewer decodes); anything else is refused at the first step
+DTYPES = ("float32", "float16", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "bool")
+# written by the recorder from its policy, not computed from the captures
+FULL_CAPTURE = "full_capture"
+NONFINITE = "nonfinite"
 
 
-def condition_keys(config: RunConfig) -> list[K]:
-    """The keys a run of this configuration captures (the control condition has no BCL keys)."""
-    return [k for k in K if config.bcl is not None or not k.bcl]
-
-
-def key_dtype(key: K) -> np.dtype:
-    return np.dtype(np.int32 if key in INT_KEYS else np.float32)
+def v1_key_table() -> list[dict]:
+    """The key table of a format 1 recording, which does not store one: BCL's vocabulary."""
+    return StepTensorKey.table()
 
 
 def fill_value(dtype: np.dtype):
-    """What an unwritten step reads as: NaN for floats, -1 for integers, False for booleans."""
-    return {"f": float("nan"), "i": -1, "b": False}[dtype.kind]
-
-
-def _offdiag_mean(m: np.ndarray) -> np.ndarray:
-    """[n,D,D] -> [n]: the mean off-diagonal entry of each matrix."""
-    d = m.shape[-1]
-    return (m.sum(axis=(-2, -1), dtype=np.float64) - np.trace(m, axis1=-2, axis2=-1, dtype=np.float64)) / (d * d - d)
-
-
-def _norm(a: np.ndarray) -> np.ndarray:
-    """[n,...] -> [n]: the Frobenius norm of each step's tensor (accumulated in float64)."""
-    flat = a.reshape(len(a), -1).astype(np.float64)
-    return np.sqrt(np.einsum("ij,ij->i", flat, flat))
+    """What an unwritten step reads as: NaN for floats, -1 for signed integers, 0 for unsigned, False for booleans."""
+    return {"f": float("nan"), "i": -1, "u": 0, "b": False}[dtype.kind]
 
 
 def _nonfinite(blocks: dict) -> np.ndarray:
@@ -69,39 +50,24 @@ def _nonfinite(blocks: dict) -> np.ndarray:
     return counts
 
 
-# name -> (dims after "step", dtype, the keys it needs, how to compute it for n steps from their stacked
-# captures {key: array [n, ...]})
-Summary = tuple[tuple[str, ...], str, tuple[K, ...], Callable[[dict], np.ndarray]]
-SUMMARIES: dict[str, Summary] = {
-    "loss": ((), "float32", (K.LOSS,), lambda b: b[K.LOSS]),
-    **{
-        k.value: (k.dims, "float32", (k,), (lambda b, k=k: b[k]))
-        for k in (K.WIN_RATE, K.FEATURE_NOVELTY, K.GRADIENT_WEIGHT, K.CONTENDER_WEIGHT, K.ATTRACTION_WEIGHT, K.IMAGE_COVERAGE)
-    },
-    "dead_features": ((), "int32", (K.WIN_RATE,), lambda b: (b[K.WIN_RATE] < DEAD_WIN_RATE).sum(axis=1)),
-    "weight_cosine_offdiag": ((), "float32", (K.WEIGHT_COSINE_MATRIX,), lambda b: _offdiag_mean(b[K.WEIGHT_COSINE_MATRIX])),
-    "som_target_cosine_offdiag": ((), "float32", (K.SOM_TARGET_COSINE_MATRIX,),
-                                  lambda b: _offdiag_mean(b[K.SOM_TARGET_COSINE_MATRIX])),
-    "grad_cosine_offdiag": ((), "float32", (K.GRAD_COSINE_MATRIX,), lambda b: _offdiag_mean(b[K.GRAD_COSINE_MATRIX])),
-    "grad_raw_norm": ((), "float32", (K.GRAD_RAW,), lambda b: _norm(b[K.GRAD_RAW])),
-    "grad_masked_norm": ((), "float32", (K.GRAD_MASKED,), lambda b: _norm(b[K.GRAD_MASKED])),
-    "som_delta_norm": ((), "float32", (K.SOM_DELTA,), lambda b: _norm(b[K.SOM_DELTA])),
-    "update_norm": ((), "float32", (K.ENCODER_WEIGHTS, K.ENCODER_WEIGHTS_POST),
-                    lambda b: _norm(b[K.ENCODER_WEIGHTS_POST] - b[K.ENCODER_WEIGHTS])),
-    "nonfinite": ((), "int32", (), _nonfinite),
-}
-# written by the recorder from its policy, not computed from the captures
-FULL_CAPTURE = "full_capture"
+def summaries(captured: dict[str, tuple[tuple[int, ...], np.dtype]], own: dict[str, Summary]) -> dict[str, Summary]:
+    """The summaries of a recording whose steps capture `captured` ({key: (shape, dtype)}): every
+    scalar key, the Frobenius norm (`<key>_norm`) of every float tensor, the non-finite count, and
+    those of the vocabulary's `own` summaries whose keys are all captured."""
+    out: dict[str, Summary] = {}
+    for key, (shape, dtype) in captured.items():
+        if not shape:
+            out[key] = ((), str(dtype), (key,), (lambda b, k=key: b[k]))
+        elif dtype.kind == "f":
+            out[f"{key}_norm"] = ((), "float32", (key,), (lambda b, k=key: frobenius(b[k])))
+    out.update({name: s for name, s in own.items() if set(s[2]) <= set(captured)})
+    out[NONFINITE] = ((), "int32", (), _nonfinite)
+    return out
 
 
-def summary_names(captured: list[K]) -> list[str]:
-    have = set(captured)
-    return [name for name, (_, _, needs, _) in SUMMARIES.items() if set(needs) <= have]
-
-
-def summarize(blocks: dict, names: list[str]) -> dict[str, np.ndarray]:
-    """Each named summary for n steps, from their stacked captures {key: array [n, ...]}."""
-    return {name: np.asarray(SUMMARIES[name][3](blocks), dtype=SUMMARIES[name][1]) for name in names}
+def summarize(blocks: dict, specs: dict[str, Summary]) -> dict[str, np.ndarray]:
+    """Each summary for n steps, from their stacked captures {key: array [n, ...]}."""
+    return {name: np.asarray(fn(blocks), dtype=dtype) for name, (_, dtype, _, fn) in specs.items()}
 
 
 def parse_ranges(text: str) -> list[tuple[int, int]]:

@@ -10,18 +10,27 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 import threading
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from acc.conditions import CONDITIONS, RunConfig, make_config
 from acc.recipe import build_run, resolve_device
+from acc.step_inspector import StepTensorKey
 from capture import format as fmt
-from capture.recorder import Policy, Recorder, record, save_state
-from capture.recording import Recording
+from capture.recorder import save_state
+from capture.recording import Recording, RecordingError
+from capture.runner import train_and_record
+from capture.session import RecordingSession, check_path, next_free_run, record
 
 MAX_STEPS_PER_REQUEST = 500
+
+
+class LiveError(Exception):
+    """A live session cannot open; the message says why in one line."""
 
 
 class LiveSession:
@@ -29,10 +38,12 @@ class LiveSession:
 
     def __init__(self, path: Path, device: str = "auto", chunk_steps: int = 10, command: str = "acc-capture serve"):
         rec = Recording.open(path)
+        if rec.recipe != fmt.BCL_RECIPE:
+            raise ValueError(f"{path} was not recorded by `acc-capture run`; only those can be stepped live")
         self.path, self.condition, self.chunk_steps = Path(path), rec.condition, chunk_steps
         self.config = RunConfig.from_dict(rec.condition, rec.meta["config"])
         self.run = build_run(self.config, rec.meta["seed"], resolve_device(device))
-        self.recorder, state = Recorder.append(self.path, 0, command)
+        self.session, state = RecordingSession.resume(self.path, StepTensorKey, command)
         self.run.load_state_dict(state)
 
     @classmethod
@@ -42,22 +53,27 @@ class LiveSession:
         dev = resolve_device(device)
         run = build_run(config, seed, dev)
         command = shlex.join(["acc-capture", "serve", "--condition", condition])
-        recorder = Recorder.create(path, config, Policy(fmt.condition_keys(config)), 0, seed=seed, device=dev,
-                                   note=note, command=command)
-        save_state(recorder.path, 0, run.state_dict())
-        recorder.finish("complete")
+        session = record(path, StepTensorKey, note=note, config=config.to_dict(), seed=seed, condition=condition,
+                         device=dev, command=command, recipe=fmt.BCL_RECIPE)
+        save_state(session.path, 0, run.state_dict())
+        session.close("complete")
         return cls(path, device)
 
     @property
     def steps(self) -> int:
-        return self.recorder.steps_completed
+        return self.session.steps_completed
+
+    @property
+    def recorder(self):
+        return self.session.recorder
 
     def step(self, n: int) -> None:
-        self.recorder.grow(n)
-        record(self.run, self.recorder, n, self.chunk_steps)
+        """Train and record n steps; they are on disk when this returns."""
+        train_and_record(self.run, self.session, n, self.chunk_steps)
+        self.session.sync()
 
     def close(self) -> None:
-        self.recorder.finish("complete")
+        self.session.close("complete")
 
 
 class InspectAPI:
@@ -125,8 +141,6 @@ class InspectAPI:
             raise _Reply(409, "a step is running; try again when it is done")
         try:
             self._close_session()
-            from capture.cli import next_free_run
-
             path = next_free_run(self.recordings_dir)
             self.session = LiveSession.create(path, condition, seed=seed, device=self.device)
         finally:
@@ -231,3 +245,59 @@ class _Reply(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
+
+
+def open_live_server(path: Path | None, condition: str | None, seed: int | None, device: str, port: int,
+                     recordings_dir: Path, *, make_server: Callable, build: Callable):
+    """What `serve` starts, not yet serving: a server bound to 127.0.0.1:`port` (made by `make_server(None,
+    port)`) whose `api` (an InspectAPI) holds a session on `path`, or on a new recording of `condition`
+    at the next free `recordings_dir`/runN, with the page built into the recording by `build(rec)`.
+    Bad input raises LiveError; what `make_server` or `build` raise passes through."""
+    if path is not None and (condition is not None or seed is not None):
+        raise LiveError("--condition and --seed are for a new recording; a recording continues with its own")
+    if path is None and (condition := condition or "bcl-slow") not in CONDITIONS:
+        raise LiveError(f"unknown condition {condition!r}; choose one of: {', '.join(CONDITIONS)}")
+    if seed is not None and seed < 0:
+        raise LiveError(f"--seed must not be negative, not {seed}")
+    if path is not None:
+        try:
+            rec = Recording.open(path)
+        except RecordingError as e:
+            raise LiveError(str(e)) from None
+        if rec.status == "recording":
+            raise LiveError(f"another process is writing {path}")
+    server = make_server(None, port)  # bind first: a port in use fails before anything is loaded or written
+    try:
+        api = _open_session(path, condition, seed or 0, device, Path(recordings_dir))
+        try:
+            build(Recording.open(api.session.path))
+            server.set_root(api.session.path)
+        except BaseException:
+            api.close()
+            raise
+        server.attach(api)
+    except BaseException:
+        server.server_close()
+        raise
+    return server
+
+
+def _open_session(path: Path | None, condition: str | None, seed: int, device: str, recordings_dir: Path):
+    """An InspectAPI with a session on `path`, or on a new recording of `condition` at the next free runN."""
+    from acc.data import DataError
+
+    command = shlex.join(["acc-capture", *sys.argv[1:]])
+    try:
+        if path is None:
+            new = next_free_run(recordings_dir)
+            check_path(new, force=False)
+            session = LiveSession.create(new, condition, seed=seed, device=device)
+        else:
+            session = LiveSession(path, device, command=command)
+    except BlockingIOError:
+        raise LiveError(f"another process is writing {path}") from None
+    except FileNotFoundError as e:  # no saved training state to continue from
+        raise LiveError(str(e)) from None
+    except (DataError, RecordingError, ValueError, FileExistsError, PermissionError) as e:
+        raise LiveError(str(e)) from None
+    return InspectAPI(session, recordings_dir=recordings_dir, device=device)

@@ -1,12 +1,18 @@
-"""The recorder: steps a run in chunks and writes every capture to a Zarr v3 recording (format v1)."""
+"""The recorder: writes committed steps into a Zarr v3 recording (format v2), behind training.
+
+`Recorder` owns the files of one recording: it makes the arrays at the first write, from the shapes
+and dtypes of the first step's captures, grows them as steps come, and publishes `steps_completed`
+only after everything it counts is on disk. `BackgroundWriter` runs it on a thread so compression
+overlaps training. `capture.session` (`record()`) is the one way steps reach them.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,9 +24,7 @@ import zarr
 from isal import igzip
 from zarr.codecs import BytesCodec, ShardingCodec
 
-from acc.conditions import RunConfig
-from acc.recipe import InspectorHooks, Run
-from acc.step_inspector import StepInspector, StepTensorKey
+from acc.step_inspector import TensorKey
 from capture import format as fmt
 from capture.codecs import IsalGzipCodec
 
@@ -32,11 +36,11 @@ LITTLE = BytesCodec(endian="little")
 @dataclass
 class Policy:
     """Which steps keep their full tensors (summaries are kept for every step), which keys are
-    stored, and as what: `large_float` is the storage type of the float tensors larger than
-    format.SMALL_BYTES a step (float16 halves them, rounding each value; summaries are computed
-    from the float32 captures either way)."""
+    stored (`only`; None: every captured key), and as what: `large_float` is the storage type of
+    the float32 tensors larger than format.SMALL_BYTES a step (float16 halves them, rounding each
+    value; summaries are computed from the captures either way)."""
 
-    keys: list[StepTensorKey]
+    only: list[str] | None = None
     full_every: int | None = None
     full_steps: list[tuple[int, int]] = field(default_factory=list)
     large_float: str = "float32"
@@ -49,7 +53,13 @@ class Policy:
         return any(a <= step <= b for a, b in self.full_steps)
 
     def to_dict(self) -> dict:
-        return {"full_every": self.full_every, "full_steps": [list(r) for r in self.full_steps], "large_float": self.large_float}
+        return {"full_every": self.full_every, "full_steps": [list(r) for r in self.full_steps],
+                "large_float": self.large_float, "only": self.only}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Policy:
+        return cls(d.get("only"), d.get("full_every"), [tuple(r) for r in d.get("full_steps") or []],
+                   d.get("large_float", "float32"))
 
 
 class _Chunker:
@@ -167,10 +177,6 @@ def _write_files(root: Path, files: list[tuple[str, Callable[[], bytes]]]) -> No
         pass
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
 def _state_file(path: Path, step: int) -> Path:
     return path / fmt.STATE_GROUP / f"step-{step:08d}.pt"
 
@@ -208,84 +214,76 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__, "numcodecs": numcodecs.__version__}
 
 
-class Recorder:
-    """Appends finished steps to a recording: `Recorder.create(...)` a new one, `Recorder.append(path, n)` to go on.
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
-    `steps_completed` in the root attributes is raised only after every array of those steps, and
-    the training state that continues from there, are written; each file is replaced atomically,
-    so a kill at any moment leaves the completed steps intact and resumable (a killed write can leave a `.partial` file beside its chunk; nothing reads it). The process holds an
-    flock on the directory while it writes (see `format.lock_writer`).
+
+class Recorder:
+    """Appends committed steps to a recording: `Recorder.create(...)` a new one, `Recorder.append(path)` to go on.
+
+    The arrays are made at the first write, from the first step's captures: one per stored key
+    (shape `[steps, ...its shape]`, its dimension names from the key table) and one per summary.
+    They grow as steps come (allocated ahead; readers trust only `steps_completed`) and are cut to
+    `steps_completed` at `finish()`. `steps_completed` in the root attributes is raised only after
+    every file of those steps, and the training state that continues from there, are written; each
+    file is replaced atomically, so a kill at any moment leaves the completed steps intact and
+    resumable. The process holds an flock on the directory while it writes (`format.lock_writer`).
     """
 
-    def __init__(self, path: Path, root: zarr.Group, meta: dict, lock: int):
+    def __init__(self, path: Path, root: zarr.Group, meta: dict, lock: int, vocabulary: type[TensorKey],
+                 expect_steps: int = 0):
         self.path, self.root, self.meta, self._lock = Path(path), root, meta, lock
+        self.vocabulary, self.expect_steps = vocabulary, expect_steps
         self.steps_completed: int = meta["steps_completed"]
-        p = meta["policy"]
-        self.policy = Policy([StepTensorKey(k) for k in meta["keys"]], p["full_every"], [tuple(r) for r in p["full_steps"]],
-                             p.get("large_float", "float32"))
-        self.tensors = {StepTensorKey(k): root["tensors"][k] for k in meta["keys"]}
+        self.policy = Policy.from_dict(meta["policy"] or {})
+        self.tensors = {k: root["tensors"][k] for k in meta["keys"]}
         self.summaries = dict(root["summary"].arrays())
-        self.summary_names = [n for n in fmt.SUMMARIES if n in self.summaries]
+        self.capacity = min((a.shape[0] for a in [*self.tensors.values(), *self.summaries.values()]), default=0)
+        self._specs: dict[str, fmt.Summary] | None = None  # the summaries computed, known at the first write
         self._chunkers = {arr.path: _Chunker(self.path, arr, self.steps_completed)
                           for arr in [*self.tensors.values(), *self.summaries.values()]}
 
     @classmethod
-    def create(cls, path: Path, config: RunConfig, policy: Policy, total_steps: int, *,
-               seed: int, device: str, note: str, command: str) -> Recorder:
-        """A new recording with its arrays allocated for `total_steps` steps."""
+    def create(cls, path: Path, vocabulary: type[TensorKey], policy: Policy, expect_steps: int = 0, **meta) -> Recorder:
+        """A new recording at `path` (its directory is cleared), with no arrays until the first write.
+        `meta` goes into the root attributes: condition, config, seed, device, note, command, recipe."""
         root = zarr.open_group(path, mode="w", zarr_format=3)  # (clears the directory)
         lock = fmt.lock_writer(Path(path))
         meta = {
-            "format": fmt.FORMAT_VERSION, "status": "recording", "steps_completed": 0,
-            "keys": [k.value for k in policy.keys], "condition": config.condition, "config": config.to_dict(),
-            "policy": policy.to_dict(), "seed": seed, "device": device, "note": note, "command": command,
-            "created": _now(), "versions": versions(), "resumed": [],
+            "format": fmt.FORMAT_VERSION, "status": "recording", "steps_completed": 0, "keys": [],
+            "key_table": vocabulary.table(), "vocabulary": vocabulary.__name__,
+            "condition": None, "config": None, "recipe": None, "seed": None, "device": None, "note": "", "command": "",
+            **meta, "policy": policy.to_dict(), "created": _now(), "versions": versions(), "resumed": [],
         }
-        sizes = {"step": total_steps, **fmt.dim_sizes(config)}
-        tensors = root.create_group("tensors")
-        for key in policy.keys:
-            dims = ("step", *key.dims)
-            shape = tuple(sizes[d] for d in dims)
-            dtype = fmt.key_dtype(key)
-            per_step = int(np.prod(shape[1:])) * dtype.itemsize
-            if per_step <= fmt.SMALL_BYTES:  # many steps a chunk
-                layout = {"chunks": (fmt.SMALL_CHUNK, *shape[1:]), "compressors": COMPRESSOR}
-            else:  # a chunk per step, SHARD_STEPS chunks a file
-                if dtype.kind == "f":
-                    dtype = np.dtype(policy.large_float)
-                layout = {"chunks": (fmt.SHARD_STEPS, *shape[1:]), "compressors": None,
-                          "serializer": ShardingCodec(chunk_shape=(1, *shape[1:]), codecs=[LITTLE, COMPRESSOR], index_codecs=[LITTLE])}
-            tensors.create_array(key.value, shape=shape, dtype=dtype, fill_value=fmt.fill_value(dtype), dimension_names=dims,
-                                 chunk_key_encoding=CHUNK_KEYS, **layout)
-        summary = root.create_group("summary")
-        for name in [*fmt.summary_names(fmt.condition_keys(config)), fmt.FULL_CAPTURE]:
-            dims, dtype = ((), "bool") if name == fmt.FULL_CAPTURE else fmt.SUMMARIES[name][:2]
-            dims = ("step", *dims)
-            shape = tuple(sizes[d] for d in dims)
-            summary.create_array(name, shape=shape, chunks=(fmt.SUMMARY_CHUNK, *shape[1:]), dtype=dtype,
-                                 compressors=COMPRESSOR, fill_value=fmt.fill_value(np.dtype(dtype)), dimension_names=dims,
-                                 chunk_key_encoding=CHUNK_KEYS)
+        root.create_group("tensors")
+        root.create_group("summary")
         root.create_group(fmt.STATE_GROUP)
         root.attrs[fmt.ATTRS_KEY] = meta
-        return cls(path, root, meta, lock)
+        return cls(path, root, meta, lock, vocabulary, expect_steps)
 
     @classmethod
-    def append(cls, path: Path, more_steps: int, command: str) -> tuple[Recorder, dict]:
-        """Reopen a recording to add `more_steps` after its completed steps.
+    def append(cls, path: Path, vocabulary: type[TensorKey], command: str, expect_steps: int = 0,
+               need_state: bool = True) -> tuple[Recorder, dict | None]:
+        """Reopen a recording to add steps after its completed ones.
 
-        Returns the recorder and the training state saved at `steps_completed`. Whatever an
-        interrupted writer left beyond `steps_completed` is discarded. Raises BlockingIOError if
-        another process is writing the recording, FileNotFoundError if no state was saved.
+        Returns the recorder and the training state saved at `steps_completed` (None if there is none
+        and `need_state` is False). Whatever an interrupted writer left beyond `steps_completed` is
+        discarded, stale `.partial` files included. Raises BlockingIOError if another process is
+        writing it, FileNotFoundError if a state is needed and none was saved (nothing changed then).
         """
         lock = fmt.lock_writer(Path(path))
         try:
             root = zarr.open_group(path, mode="r+", zarr_format=3)
             meta = dict(root.attrs[fmt.ATTRS_KEY])
             done = meta["steps_completed"]
-            state = load_state(Path(path), done)
-            recorder = cls(path, root, meta, lock)
+            has_state = _state_file(Path(path), done).is_file()
+            if need_state and not has_state:
+                raise FileNotFoundError(f"no saved training state for step {done} in {path}")
+            state = load_state(Path(path), done) if has_state else None
+            for stale in Path(path).rglob("*.partial"):
+                stale.unlink(missing_ok=True)
+            recorder = cls(path, root, meta, lock, vocabulary, expect_steps)
             recorder._resize(done)  # drops the chunks of discarded steps
-            recorder._resize(done + more_steps)
             meta["status"] = "recording"
             meta["resumed"] = [*meta.get("resumed", []), {"at_step": done, "command": command, "time": _now()}]
             root.attrs[fmt.ATTRS_KEY] = meta
@@ -294,35 +292,81 @@ class Recorder:
             raise
         return recorder, state
 
-    def _resize(self, total_steps: int) -> None:
-        for arr in [*self.tensors.values(), *self.summaries.values()]:
-            if arr.shape[0] != total_steps:
-                arr.resize((total_steps, *arr.shape[1:]))
+    def _arrays(self) -> list[zarr.Array]:
+        return [*self.tensors.values(), *self.summaries.values()]
 
-    def grow(self, more_steps: int) -> None:
-        """Make room for `more_steps` steps after the completed ones."""
-        if self.summaries[fmt.FULL_CAPTURE].shape[0] < self.steps_completed + more_steps:
-            self._resize(self.steps_completed + more_steps)
+    def _resize(self, steps: int) -> None:
+        for arr in self._arrays():
+            if arr.shape[0] != steps:
+                arr.resize((steps, *arr.shape[1:]))
+        self.capacity = steps
 
-    def _write_meta(self) -> None:
-        self.root.attrs[fmt.ATTRS_KEY] = self.meta
+    def _reserve(self, steps: int) -> None:
+        """Room for `steps` steps, allocated ahead so the arrays' metadata is rewritten seldom."""
+        if steps > self.capacity:
+            self._resize(max(steps, self.expect_steps, 2 * self.capacity, 64))
 
-    def write(self, steps: list[tuple[int, dict[StepTensorKey, torch.Tensor]]], state: dict | None = None) -> None:
-        """Append finished steps (in order, starting at steps_completed) and the state after them; then publish."""
+    def _allocate(self, first: dict[str, np.ndarray], n: int) -> None:
+        """Make the arrays of a new recording from the first steps' stacked captures."""
+        table = {e["key"]: e for e in self.meta["key_table"]}
+        captured = {k: (v.shape[1:], v.dtype) for k, v in first.items()}
+        sizes = {"step": 0}
+        for key, (shape, _) in captured.items():
+            sizes.update(zip(table[key]["dims"], shape))
+        only = self.policy.only
+        stored = [k for k in table if k in captured and (only is None or k in only)]
+        capacity = max(n, self.expect_steps)
+        tensors = self.root["tensors"]
+        for key in stored:
+            shape, dtype = (capacity, *captured[key][0]), captured[key][1]
+            per_step = int(np.prod(shape[1:])) * dtype.itemsize
+            if per_step <= fmt.SMALL_BYTES:  # many steps a chunk
+                layout = {"chunks": (fmt.SMALL_CHUNK, *shape[1:]), "compressors": COMPRESSOR}
+            else:  # a chunk per step, SHARD_STEPS chunks a file
+                if dtype == np.float32:
+                    dtype = np.dtype(self.policy.large_float)
+                layout = {"chunks": (fmt.SHARD_STEPS, *shape[1:]), "compressors": None,
+                          "serializer": ShardingCodec(chunk_shape=(1, *shape[1:]), codecs=[LITTLE, COMPRESSOR], index_codecs=[LITTLE])}
+            self.tensors[key] = tensors.create_array(
+                key, shape=shape, dtype=dtype, fill_value=fmt.fill_value(dtype), dimension_names=("step", *table[key]["dims"]),
+                chunk_key_encoding=CHUNK_KEYS, **layout)
+        summary = self.root["summary"]
+        for name, (dims, dtype, _, _) in {**self._specs, fmt.FULL_CAPTURE: ((), "bool", (), None)}.items():
+            if any(d not in sizes for d in dims):
+                continue  # a vocabulary summary over a dimension no captured key has
+            shape = (capacity, *(sizes[d] for d in dims))
+            self.summaries[name] = summary.create_array(
+                name, shape=shape, chunks=(fmt.SUMMARY_CHUNK, *shape[1:]), dtype=dtype, compressors=COMPRESSOR,
+                fill_value=fmt.fill_value(np.dtype(dtype)), dimension_names=("step", *dims), chunk_key_encoding=CHUNK_KEYS)
+        self.capacity = capacity
+        self.meta["keys"] = stored
+        self._chunkers = {arr.path: _Chunker(self.path, arr, 0) for arr in self._arrays()}
+
+    def write(self, steps: list[tuple[int, dict[TensorKey, torch.Tensor]]], state: dict | None = None) -> None:
+        """Append committed steps (in order, starting at steps_completed) and the state after them; then publish."""
         if not steps:
             return
         t0, t1 = self.steps_completed, self.steps_completed + len(steps)
         if [s for s, _ in steps] != list(range(t0, t1)):
             raise RuntimeError(f"steps out of order: expected {t0}..{t1 - 1}, got {[s for s, _ in steps]}")
         full = np.array([self.policy.is_full(s) for s, _ in steps])
-        blocks = {key: torch.stack([captures[key] for _, captures in steps]).numpy() for key in steps[0][1]}
-        sums = fmt.summarize(blocks, self.summary_names)
+        blocks = {str(key): _stack([captures[key] for _, captures in steps]) for key in steps[0][1]}
+        if self._specs is None:
+            own = fmt.summaries({k: (v.shape[1:], v.dtype) for k, v in blocks.items()}, self.vocabulary.summaries())
+            if not self.tensors and not self.summaries:
+                self._specs = own
+                self._allocate(blocks, t1)
+            else:  # (appending) those of the recording's summaries this tool computes
+                self._specs = {n: s for n, s in own.items() if n in self.summaries}
+        self._reserve(t1)
+        sums = fmt.summarize(blocks, self._specs)
         sums[fmt.FULL_CAPTURE] = full
         files = []  # (store key, its encoder): encoded and written concurrently
         for key, arr in self.tensors.items():
             files += self._chunkers[arr.path].files(t0, blocks[key], full)
         for name, values in sums.items():
-            files += self._chunkers[self.summaries[name].path].files(t0, values, None)
+            if name in self.summaries:
+                files += self._chunkers[self.summaries[name].path].files(t0, values, None)
         _write_files(self.path, files)
         if state is not None:
             save_state(self.path, t1, state)
@@ -332,15 +376,30 @@ class Recorder:
         if state is not None:
             prune_states(self.path, keep=t1)
 
+    def _write_meta(self) -> None:
+        self.root.attrs[fmt.ATTRS_KEY] = self.meta
+
     def finish(self, status: str) -> None:
-        self.meta["status"] = status
-        self._write_meta()
-        self.close()
+        """Cut the arrays to the completed steps, set the status and release the lock."""
+        try:
+            self._resize(self.steps_completed)
+            self.meta["status"] = status
+            self._write_meta()
+        finally:
+            self.close()
 
     def close(self) -> None:
         if self._lock is not None:
             os.close(self._lock)  # (releases the flock)
             self._lock = None
+
+
+def _stack(tensors: list[torch.Tensor]) -> np.ndarray:
+    """One key's captures of n steps as one array [n, ...] (bfloat16, which numpy lacks, as float32)."""
+    block = torch.stack(tensors)
+    if block.dtype == torch.bfloat16:
+        block = block.float()
+    return block.numpy()
 
 
 class BackgroundWriter:
@@ -364,6 +423,8 @@ class BackgroundWriter:
                     self.recorder.write(*item)
                 except BaseException as e:  # handed to the training thread
                     self._error = e
+            self._queue.task_done()
+        self._queue.task_done()
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -373,33 +434,13 @@ class BackgroundWriter:
         self._raise()
         self._queue.put((steps, state))
 
+    def wait(self) -> None:
+        """Wait until everything submitted so far is on disk (or failed), then raise any error."""
+        self._queue.join()
+        self._raise()
+
     def close(self) -> None:
         """Wait until everything submitted is on disk (or failed), then raise any error."""
         self._queue.put(None)
         self._thread.join()
         self._raise()
-
-
-def record(run: Run, recorder: Recorder, steps: int, chunk_steps: int, on_progress=None) -> None:
-    """Train `steps` steps of `run`, `chunk_steps` at a time; each chunk is written while the next trains.
-
-    `on_progress(n)` is called as each chunk of n steps has trained.
-    """
-    inspector = StepInspector()
-    hooks = InspectorHooks(run, inspector)
-    writer = BackgroundWriter(recorder)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads - 1))  # leave a core to the writer: oversubscribed, both crawl
-    try:
-        done = 0
-        while done < steps:
-            n = min(chunk_steps, steps - done)
-            run.trainer.train(n, training_metrics_fn=hooks.metrics_fn)
-            writer.submit(inspector.drain(), run.state_dict())
-            done += n
-            if on_progress:
-                on_progress(n)
-    finally:
-        torch.set_num_threads(threads)
-        hooks.remove()
-        writer.close()

@@ -204,6 +204,11 @@ class Viewer {
     const page = this.page;
     const old = this.steps;
     if (!(steps > old)) return;
+    if (!old) {  // the arrays are made at the first step: the rebuilt page describes them
+      history.replaceState(null, "", `#step=${steps - 1}`);
+      location.reload();
+      return new Promise(() => {});
+    }
     for (const [name, meta] of Object.entries(page.arrays)) {
       const last = chunkIndex(meta, steps - 1);
       for (let i = chunkIndex(meta, old); i <= last; i++) this.store.refresh(name, i);  // written steps never change

@@ -1,0 +1,56 @@
+"""BCL's own per-step summaries, beside the ones every recording gets (see capture/format.py).
+
+Each is computed for n steps at once from their stacked captures `{key value: array [n, ...]}`:
+`name -> (dims after "step", dtype, the keys it needs, function)`. A recorder that captures a
+vocabulary calls `vocabulary.summaries()`; this is StepTensorKey's.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+DEAD_WIN_RATE = 0.01  # a feature whose win_rate is below this is dead
+
+Summary = tuple[tuple[str, ...], str, tuple[str, ...], Callable[[dict], np.ndarray]]
+
+
+def offdiag_mean(m: np.ndarray) -> np.ndarray:
+    """[n,D,D] -> [n]: the mean off-diagonal entry of each matrix."""
+    d = m.shape[-1]
+    return (m.sum(axis=(-2, -1), dtype=np.float64) - np.trace(m, axis1=-2, axis2=-1, dtype=np.float64)) / (d * d - d)
+
+
+def frobenius(a: np.ndarray) -> np.ndarray:
+    """[n,...] -> [n]: the Frobenius norm of each step's tensor (accumulated in float64)."""
+    flat = a.reshape(len(a), -1).astype(np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", flat, flat))
+
+
+def row_norms(a: np.ndarray) -> np.ndarray:
+    """[n,D,P] -> [n,D]: the L2 norm of each row (accumulated in float64)."""
+    a = a.astype(np.float64)
+    return np.sqrt(np.einsum("ndp,ndp->nd", a, a))
+
+
+def _copy(key: str) -> Callable[[dict], np.ndarray]:
+    return lambda b: b[key]
+
+
+# the seed's per-feature table: every [feature] vector, and the size of each feature's two forces
+_PER_FEATURE = ("win_rate", "feature_novelty", "gradient_weight", "contender_weight", "attraction_weight")
+
+BCL_SUMMARIES: dict[str, Summary] = {
+    **{k: (("feature",), "float32", (k,), _copy(k)) for k in _PER_FEATURE},
+    "image_coverage": (("image",), "float32", ("image_coverage",), _copy("image_coverage")),
+    "grad_magnitude": (("feature",), "float32", ("grad_masked",), lambda b: row_norms(b["grad_masked"])),
+    "som_magnitude": (("feature",), "float32", ("som_delta",), lambda b: row_norms(b["som_delta"])),
+    "dead_features": ((), "int32", ("win_rate",), lambda b: (b["win_rate"] < DEAD_WIN_RATE).sum(axis=1)),
+    "weight_cosine_offdiag": ((), "float32", ("weight_cosine_matrix",), lambda b: offdiag_mean(b["weight_cosine_matrix"])),
+    "som_target_cosine_offdiag": ((), "float32", ("som_target_cosine_matrix",),
+                                  lambda b: offdiag_mean(b["som_target_cosine_matrix"])),
+    "grad_cosine_offdiag": ((), "float32", ("grad_cosine_matrix",), lambda b: offdiag_mean(b["grad_cosine_matrix"])),
+    "update_norm": ((), "float32", ("encoder_weights", "encoder_weights_post"),
+                    lambda b: frobenius(b["encoder_weights_post"] - b["encoder_weights"])),
+}

@@ -1,0 +1,230 @@
+"""`record()`: record any PyTorch training loop, one committed step at a time.
+
+    from capture import TensorKey, record
+
+    class Keys(TensorKey):
+        LOSS = "loss", (), "scalar"
+        HIDDEN = "hidden", ("image", "unit"), "heatmap"
+
+    with record("recordings/mlp", Keys, note="lr 0.1") as rec:
+        for step in range(1000):
+            ...                                      # forward, loss.backward()
+            rec.inspector.capture(Keys.LOSS, loss)
+            rec.inspector.capture(Keys.HIDDEN, h)
+            rec.commit()                             # this step is complete
+            opt.step()
+
+Shapes and dtypes are fixed by the first committed step; a later step that differs is refused by
+`commit()`, naming the key. Committed steps are written behind the loop by the background writer,
+`chunk_steps` at a time. Leaving the `with` normally writes every step (status `complete`); leaving
+it by an exception writes every committed step (status `interrupted`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import torch
+
+from acc.step_inspector import CaptureError, StepInspector, TensorKey
+from capture import format as fmt
+from capture.recorder import BackgroundWriter, Policy, Recorder
+
+__all__ = ["CaptureError", "RecordingSession", "record"]
+
+
+class RecordingSession:
+    """An open recording: `inspector` collects a step's captures, `commit()` ends the step.
+
+    Made by `record()` (a new recording) or `RecordingSession.resume()` (going on with one).
+    """
+
+    def __init__(self, recorder: Recorder, chunk_steps: int | None):
+        self.recorder = recorder
+        self.keys: type[TensorKey] = recorder.vocabulary
+        self.inspector = StepInspector(self.keys)
+        self.chunk_steps = chunk_steps  # None: only `flush()` hands steps to the writer
+        self.step: int = recorder.steps_completed  # the step being captured
+        self._writer = BackgroundWriter(recorder)
+        self._pending: list[tuple[int, dict]] = []
+        self._signature: dict[TensorKey, tuple[tuple[int, ...], torch.dtype]] | None = None
+        self._closed = False
+
+    @property
+    def path(self) -> Path:
+        return self.recorder.path
+
+    @property
+    def steps_completed(self) -> int:
+        """Steps written and published (committed steps may still be on their way)."""
+        return self.recorder.steps_completed
+
+    @classmethod
+    def resume(cls, path: str | Path, keys: type[TensorKey], command: str, chunk_steps: int | None = None,
+               expect_steps: int = 0) -> tuple[RecordingSession, dict]:
+        """Go on with a recording after its completed steps; also returns the training state saved there
+        (FileNotFoundError if none was, BlockingIOError if another process is writing the recording)."""
+        recorder, state = Recorder.append(Path(path), keys, command, expect_steps)
+        return cls(recorder, chunk_steps), state
+
+    def sync(self) -> None:
+        """Write every committed step now and wait until they are on disk (raises the writer's error)."""
+        self.flush()
+        self._writer.wait()
+
+    # -- the loop's side
+    def commit(self) -> None:
+        """End the current step: its captures are checked against the first step's and queued for writing."""
+        captures = self.inspector._current
+        self.inspector._current = {}
+        self._check(captures)
+        self._pending.append((self.step, captures))
+        self.step += 1
+        if self.chunk_steps and len(self._pending) >= self.chunk_steps:
+            self.flush()
+
+    def _check(self, captures: dict[TensorKey, torch.Tensor]) -> None:
+        step = self.step
+        if not captures:
+            raise CaptureError(f"commit(): nothing was captured in step {step}")
+        got = {k: (tuple(v.shape), v.dtype) for k, v in captures.items()}
+        if self._signature is None:
+            table = {e["key"]: e["dims"] for e in self.recorder.meta["key_table"]}
+            sizes: dict[str, tuple[int, str]] = {}
+            for key, (shape, dtype) in got.items():
+                if str(dtype).removeprefix("torch.") not in fmt.DTYPES + ("bfloat16",):
+                    raise CaptureError(f"{key.value}: dtype {dtype} is not one a recording stores ({', '.join(fmt.DTYPES)})")
+                for dim, size in zip(table[key.value], shape):
+                    if sizes.setdefault(dim, (size, key.value))[0] != size:
+                        other = sizes[dim]
+                        raise CaptureError(f"dimension {dim!r} is {size} in {key.value} {shape} but {other[0]} in {other[1]}")
+            self._signature = got
+            return
+        first = self._signature
+        for key in first:
+            if key not in got:
+                raise CaptureError(f"step {step} did not capture {key.value} (the first step did)")
+        for key, (shape, dtype) in got.items():
+            if key not in first:
+                raise CaptureError(f"step {step} captured {key.value}, which the first step did not")
+            if (shape, dtype) != first[key]:
+                raise CaptureError(f"{key.value}: step {step} has shape {shape} {dtype}, "
+                                   f"the first step had {first[key][0]} {first[key][1]}")
+
+    def flush(self, state: dict | None = None) -> None:
+        """Hand the committed steps to the writer, with the training state after them (for resume)."""
+        if self._pending or state is not None:
+            self._writer.submit(self._pending, state)
+            self._pending = []
+
+    # -- the end
+    def close(self, status: str = "complete") -> None:
+        """Write every committed step, then leave the recording `status` (complete or interrupted)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush()
+            self._writer.close()
+        except BaseException:
+            status = "interrupted"
+            raise
+        finally:
+            try:
+                self.recorder.finish(status)
+            except OSError:
+                self.recorder.close()
+
+    def __enter__(self) -> RecordingSession:
+        return self
+
+    def __exit__(self, kind, error, tb) -> None:
+        self.close("complete" if kind is None else "interrupted")
+
+
+def next_free_run(base: Path = Path("recordings")) -> Path:
+    """`base`/runN for the first N from 1 that is not taken."""
+    n = 1
+    while (base / f"run{n}").exists():
+        n += 1
+    return base / f"run{n}"
+
+
+def check_path(path: Path, force: bool) -> None:
+    """Refuse to write over anything we should not (raises FileExistsError or PermissionError, one line)."""
+    from capture.recording import Recording, RecordingError
+
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"output path exists and is not a directory: {path}")
+    if not path.exists():
+        parent = next(p for p in path.absolute().parents if p.exists())
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot create {path}: {parent} is not a writable directory")
+        return
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write into {path}")
+    if not any(path.iterdir()):
+        return
+    try:
+        Recording.open(path)
+    except RecordingError as e:
+        if (path / "zarr.json").exists():
+            raise FileExistsError(f"{path} holds something that is not a readable recording, refusing to touch it ({e})") from None
+        raise FileExistsError(f"output directory is not empty and is not a recording, refusing to touch it: {path}") from None
+    if not force:
+        raise FileExistsError(f"a recording already exists at {path}; pass force=True (--force) to replace it")
+    if fmt.writer_alive(path):
+        raise FileExistsError(f"another process is writing {path}; not replacing it")
+
+
+def record(path: str | Path, keys: type[TensorKey], *, note: str = "", config: dict | None = None,
+           seed: int | None = None, full_every: int | None = None, full_steps: list[tuple[int, int]] | None = None,
+           only: list[TensorKey | str] | None = None, dtype: str = "float32", chunk_steps: int = 20,
+           force: bool = False, **meta) -> RecordingSession:
+    """Open a new recording at `path` for the keys of `keys` (a TensorKey enum); use it as a context manager.
+
+    - `config`: any JSON-able dict, stored and shown as the run's configuration; `seed`, `note`: stored.
+    - `full_every` / `full_steps`: keep full tensors only every M-th step / in these (start, end)
+      ranges (summaries are kept for every step); `only`: store only these keys' tensors.
+    - `dtype="float16"`: store the large float32 tensors as halves (summaries stay exact).
+    - `chunk_steps`: steps written at a time, behind the loop.
+    - `force`: replace a recording already at `path`.
+    Raises ValueError for a bad argument, FileExistsError / PermissionError for a path it must not
+    or cannot write; nothing is written then.
+    """
+    if not (isinstance(keys, type) and issubclass(keys, TensorKey) and len(keys)):
+        raise ValueError(f"keys must be a TensorKey enum with members, not {keys!r}")
+    if full_every is not None and (isinstance(full_every, bool) or not isinstance(full_every, int) or full_every < 1):
+        raise ValueError(f"full_every must be a positive integer, not {full_every!r}")
+    if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, int) or chunk_steps < 1:
+        raise ValueError(f"chunk_steps must be a positive integer, not {chunk_steps!r}")
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
+    ranges = [(int(a), int(b)) for a, b in (full_steps or [])]
+    if any(a < 0 or b < a for a, b in ranges):
+        raise ValueError(f"full_steps must be (start, end) ranges with 0 <= start <= end, not {full_steps!r}")
+    stored = None if only is None else [StepInspector(keys).key(k).value for k in only]
+    _check_json(config)
+    path = Path(path)
+    check_path(path, force)
+    if path.exists() and any(path.iterdir()):
+        import shutil
+
+        shutil.rmtree(path)
+    policy = Policy(stored, full_every, ranges, dtype)
+    recorder = Recorder.create(path, keys, policy, meta.pop("expect_steps", 0), note=note, config=config, seed=seed, **meta)
+    return RecordingSession(recorder, chunk_steps)
+
+
+def _check_json(config) -> None:
+    import json
+
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict, not {type(config).__name__}")
+    try:
+        json.dumps(config, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"config is not JSON-able: {e}") from None
+
