@@ -308,7 +308,7 @@ class Recorder:
 
     def _allocate(self, first: dict[str, np.ndarray], n: int) -> None:
         """Make the arrays of a new recording from the first steps' stacked captures."""
-        table = {e["key"]: e for e in self.meta["key_table"]}
+        table = {e["key"]: e for e in self.vocabulary.table()}
         captured = {k: (v.shape[1:], v.dtype) for k, v in first.items()}
         sizes = {"step": 0}
         for key, (shape, _) in captured.items():

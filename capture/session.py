@@ -89,7 +89,7 @@ class RecordingSession:
             raise CaptureError(f"commit(): nothing was captured in step {step}")
         got = {k: (tuple(v.shape), v.dtype) for k, v in captures.items()}
         if self._signature is None:
-            table = {e["key"]: e["dims"] for e in self.recorder.meta["key_table"]}
+            table = {k.value: k.dims for k in self.keys}
             sizes: dict[str, tuple[int, str]] = {}
             for key, (shape, dtype) in got.items():
                 if str(dtype).removeprefix("torch.") not in fmt.DTYPES + ("bfloat16",):

@@ -446,7 +446,9 @@ def test_info_json(runs, bcl_rec):
     assert d["status"] == "complete"
     assert d["note"] == "fixture" and d["seed"] == 0
     assert len(d["keys"]) == 27
-    assert d["keys"]["rank_score"] == {"shape": [B, D], "dtype": "float32", "dims": ["image", "feature"]}
+    assert d["keys"]["rank_score"] == {"shape": [B, D], "dtype": "float32", "dims": ["image", "feature"],
+                                       "render": "heatmap", "description": ""}
+    assert d["format"] == 2 and d["recipe"] == "bcl" and d["vocabulary"] == "StepTensorKey"
     assert d["keys"]["encoder_weights"]["shape"] == [D, 784]
     assert d["keys"]["batch_images"]["shape"] == [B, 1, 28, 28]
     assert d["keys"]["loss"]["shape"] == []
