@@ -31,25 +31,26 @@ def main() -> None:
 
     from acc.conditions import make_config
     from acc.recipe import build_run
-    from capture import format as fmt
-    from capture.recorder import Policy, Recorder, record
+    from acc.step_inspector import StepTensorKey
+    from capture import record
+    from capture.runner import train_and_record
 
     tmp = Path(tempfile.mkdtemp(prefix="acc-mem-"))
     try:
         cfg = make_config("bcl-slow")
         run = build_run(cfg, seed=0)
-        rec = Recorder.create(tmp / "rec", cfg, Policy(fmt.condition_keys(cfg), args.full_every), args.steps,
-                              seed=0, device="cpu", note="", command="bench_memory")
+        session = record(tmp / "rec", StepTensorKey, config=cfg.to_dict(), seed=0, full_every=args.full_every,
+                         expect_steps=args.steps)
         print("| steps | RSS MB | s |")
         print("| --- | --- | --- |")
         t0 = time.perf_counter()
         done = 0
         while done < args.steps:
             n = min(args.every, args.steps - done)
-            record(run, rec, n, 20)
+            train_and_record(run, session, n, 20)
             done += n
             print(f"| {done} | {rss_mb():.0f} | {time.perf_counter() - t0:.0f} |", flush=True)
-        rec.finish("complete")
+        session.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -37,9 +37,9 @@ def in_process(steps: int, tmp: Path) -> dict[str, float]:
     """ms per step of the loop alone: plain training, training with captures, and recording."""
     from acc.conditions import make_config
     from acc.recipe import InspectorHooks, build_run
-    from acc.step_inspector import StepInspector
-    from capture import format as fmt
-    from capture.recorder import Policy, Recorder, record
+    from acc.step_inspector import StepInspector, StepTensorKey
+    from capture import record
+    from capture.runner import train_and_record
 
     cfg = make_config("bcl-slow")
     out = {}
@@ -60,12 +60,12 @@ def in_process(steps: int, tmp: Path) -> dict[str, float]:
     hooks.remove()
 
     run = build_run(cfg, seed=0)
-    rec = Recorder.create(tmp / "inproc", cfg, Policy(fmt.condition_keys(cfg)), steps, seed=0, device="cpu",
-                          note="", command="bench")
+    session = record(tmp / "inproc", StepTensorKey, config=cfg.to_dict(), seed=0, expect_steps=steps)
     t = time.perf_counter()
-    record(run, rec, steps, 20)
+    train_and_record(run, session, steps, 20)
+    session.sync()
     out["recording, every key"] = (time.perf_counter() - t) / steps * 1e3
-    rec.finish("complete")
+    session.close()
     return out
 
 

@@ -16,6 +16,7 @@ import pytest
 import zarr
 
 import acc
+from acc.step_inspector import StepTensorKey
 
 EPS = 1e-8
 B, D, K, P = 128, 64, 8, 784
@@ -56,10 +57,17 @@ SIZES = {"image": B, "channel": 1, "height": 28, "width": 28, "feature": D, "oth
          "neighbor": K, "pixel": P}
 INT_KEYS = {"neighbors", "batch_labels"}
 
-COMMON_SUMMARIES = {"loss", "weight_cosine_offdiag", "grad_cosine_offdiag", "grad_raw_norm",
-                    "grad_masked_norm", "update_norm", "nonfinite", "full_capture"}
+# every float tensor's norm, the scalars, the non-finite count; and what BCL adds
+COMMON_SUMMARIES = {"loss", "weight_cosine_offdiag", "grad_cosine_offdiag", "update_norm", "nonfinite", "full_capture",
+                    "grad_magnitude",
+                    *(f"{k}_norm" for k in ("batch_images", "encoder_weights", "grad_raw", "grad_masked",
+                                            "encoder_weights_post", "weight_cosine_matrix", "grad_cosine_matrix"))}
 BCL_SUMMARIES = {"win_rate", "feature_novelty", "gradient_weight", "contender_weight", "attraction_weight",
-                 "image_coverage", "dead_features", "som_target_cosine_offdiag", "som_delta_norm"}
+                 "image_coverage", "dead_features", "som_target_cosine_offdiag", "som_magnitude",
+                 *(f"{k}_norm" for k in ("strength", "rank_score", "image_coverage", "feature_novelty", "win_rate",
+                                         "local_coverage", "local_novelty", "in_nbr", "gradient_weight", "contender_weight",
+                                         "attraction_weight", "grad_mask", "local_target", "global_target", "som_targets",
+                                         "som_delta", "som_target_cosine_matrix"))}
 
 
 class Rec:
@@ -115,7 +123,8 @@ def assert_close(actual, expected, rtol=1e-5, atol=1e-7, what=""):
 
 def test_root_attributes_bcl(bcl):
     m = bcl.meta
-    assert m["format"] == 1
+    assert m["format"] == 2 and m["recipe"] == "bcl" and m["vocabulary"] == "StepTensorKey"
+    assert m["key_table"] == StepTensorKey.table()
     assert m["status"] == "complete"
     assert m["steps_completed"] == 30
     assert m["condition"] == "bcl-slow"
@@ -301,6 +310,9 @@ def test_summaries_equal_what_they_summarise(rec):
              "update_norm": f64(t["encoder_weights_post"]) - f64(t["encoder_weights"])}
     if "som_delta" in t:
         norms["som_delta_norm"] = f64(t["som_delta"])
+    for key in t:  # every float tensor's norm (the generic summaries)
+        if t[key].dtype.kind == "f" and t[key].ndim > 1:
+            norms[f"{key}_norm"] = f64(t[key])
     for name, diff in norms.items():
         assert s[name].shape == (T,)
         assert_close(s[name], np.linalg.norm(diff.reshape(T, -1), axis=1), rtol=1e-4, atol=1e-9, what=name)
@@ -313,6 +325,10 @@ def test_bcl_summaries_equal_their_tensors(bcl):
         np.testing.assert_array_equal(s[name], t[name], err_msg=name)
     assert s["dead_features"].dtype == np.int32
     np.testing.assert_array_equal(s["dead_features"], (t["win_rate"] < 0.01).sum(axis=1))
+    # the seed's last two table columns: each feature's row norm of grad_masked and of som_delta
+    for name, key in (("grad_magnitude", "grad_masked"), ("som_magnitude", "som_delta")):
+        assert s[name].shape == t[key].shape[:2]
+        assert_close(s[name], np.linalg.norm(f64(t[key]), axis=2), rtol=1e-5, atol=1e-9, what=name)
 
 
 def test_no_nonfinite_values_in_a_healthy_run(rec):

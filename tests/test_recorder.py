@@ -452,7 +452,8 @@ def test_info_json(runs, bcl_rec):
     assert d["keys"]["encoder_weights"]["shape"] == [D, 784]
     assert d["keys"]["batch_images"]["shape"] == [B, 1, 28, 28]
     assert d["keys"]["loss"]["shape"] == []
-    assert d["keys"]["neighbors"] == {"shape": [D, 8], "dtype": "int32", "dims": ["feature", "neighbor"]}
+    assert d["keys"]["neighbors"] == {"shape": [D, 8], "dtype": "int32", "dims": ["feature", "neighbor"],
+                                      "render": "neighbors", "description": ""}
     assert d["keys"]["grad_cosine_matrix"]["dims"] == ["feature", "other_feature"]
     assert 0 < d["size_bytes"] <= tree_bytes(bcl_rec)
 
