@@ -147,6 +147,8 @@ class StepInspector:
         """`key` as a member of this inspector's vocabulary (its value as a string works too)."""
         if isinstance(key, self.keys):
             return key
+        if type(key) in getattr(self.keys, "merged_from", ()):  # a key of a vocabulary merged into this one
+            return self.keys(key.value)
         if isinstance(key, TensorKey):
             raise CaptureError(f"{type(key).__name__}.{key.name} is not a key of {self.keys.__name__}")
         try:

@@ -19,7 +19,6 @@ from acc.conditions import CONDITIONS, UnknownCondition, make_config
 from acc.step_inspector import StepTensorKey
 from capture import format as fmt
 from capture.recording import Recording, RecordingError
-from capture.session import next_free_run
 
 app = typer.Typer(
     help="Record every tensor of every BCL training step to Zarr, and replay it in a static viewer.",
@@ -120,6 +119,8 @@ def run(
     if config.bcl and config.bcl.neighborhood_k >= config.hidden_dim:
         raise Fail(f"--neighborhood-k must be below the {config.hidden_dim} features")
     only = None if keys is None else [k.value for k in parse_keys(keys, captured_keys(config), condition)]
+    from capture.session import next_free_run
+
     path = out_dir if out_dir is not None else next_free_run()
     check_output(path, force)
     try:
@@ -289,24 +290,36 @@ def diff_runs(
 
 @app.command()
 def view(
-    path: Annotated[Path, typer.Argument(help="A recording directory.")],
+    path: Annotated[Path, typer.Argument(help="A recording directory, or a folder of recordings (an archive).")],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to serve on.")] = 8765,
     no_open: Annotated[bool, typer.Option("--no-open", help="Do not open a browser.")] = False,
     build_only: Annotated[bool, typer.Option("--build-only", help="Only write the viewer files; do not serve.")] = False,
 ) -> None:
-    """Build the static viewer inside the recording directory and serve it on 127.0.0.1."""
-    from viewer import ViewerError, build, serve
+    """Build the static viewer inside the recording directory and serve it on 127.0.0.1. Given a folder
+    of recordings (in it or one level down): build each one's viewer and the archive's pages, serve the folder."""
+    from viewer import ViewerError, build
+    from viewer.archive import build_archive
+    from viewer.server import make_server, serve_until_interrupted
 
-    rec = open_recording(path)
+    folder = path.is_dir() and not (path / "zarr.json").exists()  # not a recording: a folder of them
+    rec = None if folder else open_recording(path)
+    try:  # bind first: a bad or busy port is refused before anything is written
+        server = None if build_only else make_server(None, port)
+    except ViewerError as e:
+        raise Fail(str(e)) from None
     try:
-        index = build(rec)
-        print(f"viewer written to {index}")
-        if not build_only:
-            serve(rec.path, port, open_browser=not no_open)
+        index = build_archive(path, warn=lambda m: print(f"warning: {m}", file=sys.stderr)) if folder else build(rec)
+        print(f"{'archive' if folder else 'viewer'} written to {index}")
+        if server is not None:
+            server.set_root(path if folder else rec.path)
+            serve_until_interrupted(server, open_browser=not no_open)
     except ViewerError as e:
         raise Fail(str(e)) from None
     except KeyboardInterrupt:
         pass
+    finally:
+        if server is not None:
+            server.server_close()
 
 
 @app.command("serve")

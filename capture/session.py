@@ -190,8 +190,11 @@ def record(path: str | Path, keys: type[TensorKey], *, note: str = "", config: d
     - `chunk_steps`: steps written at a time, behind the loop.
     - `force`: replace a recording already at `path`.
     Raises ValueError for a bad argument, FileExistsError / PermissionError for a path it must not
-    or cannot write; nothing is written then.
+    or cannot write; nothing is written then. (`meta`, for the tool's own recipe: condition, device,
+    command, recipe, and expect_steps, a hint of how many steps will come.)
     """
+    if unknown := set(meta) - {"condition", "device", "command", "recipe", "expect_steps"}:
+        raise TypeError(f"record() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
     if not (isinstance(keys, type) and issubclass(keys, TensorKey) and len(keys)):
         raise ValueError(f"keys must be a TensorKey enum with members, not {keys!r}")
     if full_every is not None and (isinstance(full_every, bool) or not isinstance(full_every, int) or full_every < 1):
