@@ -1,11 +1,12 @@
 """Write the static viewer into a recording: `index.html` at its root, our JS/CSS under `viewer/`.
 
-The page carries everything it needs to start as inline JSON: the `StepTensorKey` table (from the
-enum), the page layout, and the metadata of every array (shape, chunks, dtype, dimension names,
-fill value, codecs), so the browser fetches no `zarr.json` at all, only chunks. Where each inner
-chunk of a sharded array lies in its shard file is copied from the shard indexes into one binary
-file beside the JS (`viewer/shard-index.bin`, see `shard_index`): the page fetches it once instead
-of one shard index per shard.
+The page carries everything it needs to start as inline JSON: the recording's own key table (what
+each key's dimensions are, how it is drawn), the page layout made from it (viewer/layout.py), and
+the metadata of every array (shape, chunks, dtype, dimension names, fill value, codecs), so the
+browser fetches no `zarr.json` at all, only chunks. Where each inner chunk of a sharded array lies
+in its shard file is copied from the shard indexes into one binary file beside the JS
+(`viewer/shard-index.bin`, see `shard_index`): the page fetches it once instead of one shard index
+per shard.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from acc.step_inspector import StepTensorKey
 from capture import format as fmt
 from capture.recording import Recording
 from viewer import layout
@@ -32,16 +32,31 @@ SHARD_INDEX = "shard-index.bin"  # in ASSETS_DIR
 # viewer/ is a folder inside a Zarr group: make it an empty group so zarr-python lists it cleanly
 EMPTY_GROUP = {"zarr_format": 3, "node_type": "group", "attributes": {}}
 
-DTYPES = {"float32", "float16", "int32", "bool"}
+DTYPES = {"float32", "float16", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "bool"}
 
 
 class ViewerError(Exception):
     """Something the user must hear, in one line (the CLI prints it and exits 1)."""
 
 
-def key_table() -> list[dict]:
-    return [{"value": k.value, "name": k.name, "dims": list(k.dims), "bcl": k.bcl, "render": k.render, "signed": k.signed}
-            for k in StepTensorKey]
+def key_table(rec: Recording) -> list[dict]:
+    """The recording's key table as the page reads it; `bcl` marks the keys only BCL conditions have."""
+    bcl = layout.is_bcl(rec.meta)
+    return [{"value": e["key"], "name": e["name"], "dims": list(e["dims"]), "bcl": bcl and e["key"] in layout.BCL_ONLY,
+             "render": e["render"], "signed": bool(e.get("signed", False)), "description": e.get("description", "")}
+            for e in rec.key_table]
+
+
+def page_layout(rec: Recording) -> layout.Layout:
+    """BCL's page for a recording of BCL's keys, else the page made from the key table alone."""
+    if layout.is_bcl(rec.meta):
+        return layout.bcl_layout(rec.key_table)
+    sizes: dict[str, int] = {}
+    for arr in rec.tensors.values():
+        for dim, size in zip(list(arr.metadata.dimension_names or [])[1:], arr.shape[1:]):
+            sizes.setdefault(dim, size)
+    summaries = {name: list(arr.metadata.dimension_names or [])[1:] for name, arr in rec.summaries.items()}
+    return layout.generic_layout(rec.key_table, summaries, sizes)
 
 
 def _codec_names(codecs) -> list[str]:
@@ -213,37 +228,52 @@ def shard_index(root: Path, arrays: dict, steps: int) -> tuple[bytes, dict | Non
     return b"".join(out), spec
 
 
-def config_rows(config: dict | None) -> list[tuple[str, str]]:
-    """Flatten {model: {...}, bcl: {...}} to ("bcl", "som_lr 0.001, ...") rows."""
-    rows = []
+def _plain(value) -> bool:
+    return not isinstance(value, (dict, list)) or (isinstance(value, list) and all(map(_plain, value)) and len(value) <= 16)
+
+
+def _inline(values: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in values.items())
+
+
+def config_rows(config: dict | None) -> list[tuple[str, str | list]]:
+    """A configuration (any JSON object) as rows (label, text) for the page: a group of plain values on
+    one line ("som_lr 0.001, ..."), a group holding groups as rows of its own (label, [rows])."""
+    rows: list[tuple[str, str | list]] = []
     for group, values in (config or {}).items():
-        if isinstance(values, dict):
-            rows.append((group, ", ".join(f"{k} {v}" for k, v in values.items())))
+        if isinstance(values, dict) and values and not all(map(_plain, values.values())):
+            rows.append((str(group), config_rows(values)))
+        elif isinstance(values, dict):
+            rows.append((str(group), _inline(values) or "{}"))
+        elif isinstance(values, list) and not _plain(values):
+            rows.append((str(group), config_rows({str(i): v for i, v in enumerate(values)})))
         else:
-            rows.append((group, "none" if values is None else str(values)))
+            rows.append((str(group), "none" if values is None else str(values)))
     return rows
 
 
-def page_data(rec: Recording) -> tuple[dict, bytes | None]:
+def page_data(rec: Recording, view: layout.Layout | None = None) -> tuple[dict, bytes | None]:
     """What the page inlines, and the bytes of its shard index file (None: it has none)."""
     arrays, skipped = collect_arrays(rec)
     index, index_spec = shard_index(Path(rec.path), arrays, rec.steps)
     meta = rec.meta
+    view = view or page_layout(rec)
     return {
         "run": {
             "name": rec.path.resolve().name, "condition": rec.condition, "steps": rec.steps, "status": rec.status,
             "keys": rec.keys, "policy": meta.get("policy"), "dead_win_rate": fmt.DEAD_WIN_RATE,
-            "bcl": bool((meta.get("config") or {}).get("bcl")),
+            "bcl": view.kind == "bcl" and bool((meta.get("config") or {}).get("bcl")),
+            "kind": view.kind, "vocabulary": meta.get("vocabulary"),
             "all_full": bool(rec.steps == 0 or rec.full_capture.all()),
         },
-        "keys": key_table(),
+        "keys": key_table(rec),
         "arrays": arrays,
         "skipped": skipped,
-        "sections": [s.to_json() for s in layout.sections()],
-        "metrics": layout.metric_columns(),
-        "timeline": [c.to_json() for c in layout.TIMELINE],
-        "timeline_heatmap": layout.TIMELINE_HEATMAP,
-        "names": layout.NAMES,
+        "sections": [s.to_json() for s in view.sections],
+        "tables": [t.to_json() for t in view.tables],
+        "timeline": [c.to_json() for c in view.timeline],
+        "timeline_heatmap": view.timeline_heatmap,
+        "names": view.names,
         "shard_index": index_spec,
     }, (index if index_spec else None)
 
@@ -253,13 +283,19 @@ def render(rec: Recording) -> tuple[str, bytes | None]:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     meta = rec.meta
-    data, index = page_data(rec)
+    view = page_layout(rec)
+    data, index = page_data(rec, view)
     modules = sorted(p.name for p in STATIC.glob("*.js"))
     return env.get_template("index.html").render(
-        run=data["run"], meta=meta, config_rows=config_rows(meta.get("config")), sections=layout.sections(),
-        data=data, assets=ASSETS_DIR, modules=modules, versions=meta.get("versions") or {},
+        run=data["run"], meta=meta, config_rows=config_rows(meta.get("config")), sections=view.sections,
+        tables=view.tables, data=data, assets=ASSETS_DIR, modules=modules, versions=meta.get("versions") or {},
         full_steps=int(rec.full_capture.sum()) if rec.steps else 0,
     ), index
+
+
+def static_files() -> list[Path]:
+    """The viewer's static files (vendor/ included), relative to STATIC."""
+    return sorted(p.relative_to(STATIC) for p in STATIC.rglob("*") if p.is_file())
 
 
 def _write_atomic(path: Path, content: str | bytes) -> None:
@@ -283,15 +319,19 @@ def build(rec: Recording) -> Path:
         if assets.exists() and not assets.is_dir():
             raise ViewerError(f"cannot write the viewer: {assets} exists and is not a directory")
         assets.mkdir(exist_ok=True)
-        wanted = {p.name for p in STATIC.iterdir() if p.is_file()} | {"zarr.json"}
+        files = static_files()
+        wanted = {f.as_posix() for f in files} | {"zarr.json"}
         if index_bytes is not None:
             wanted.add(SHARD_INDEX)
-        for old in assets.iterdir():  # files of an older viewer version
-            if old.is_file() and old.name not in wanted:
+        for old in sorted(assets.rglob("*"), reverse=True):  # what an older viewer version left (a folder's files first)
+            if old.is_dir() and not old.is_symlink():
+                if not any(old.iterdir()):
+                    old.rmdir()
+            elif old.relative_to(assets).as_posix() not in wanted:
                 old.unlink()
-        for src in STATIC.iterdir():
-            if src.is_file():
-                shutil.copyfile(src, assets / src.name)
+        for f in files:
+            (assets / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(STATIC / f, assets / f)
         _write_atomic(assets / "zarr.json", json.dumps(EMPTY_GROUP, indent=2) + "\n")
         if index_bytes is not None:  # before the page that describes it
             _write_atomic(assets / SHARD_INDEX, index_bytes)
