@@ -684,13 +684,15 @@ def test_build_renders_the_key_table_from_the_enum(bcl_built):
     html = (bcl_built / "index.html").read_text()
     data = json.loads(re.search(r'<script type="application/json" id="acc-data">(.*?)</script>', html, re.S).group(1))
     assert data["keys"] == [{"value": k.value, "name": k.name, "dims": list(k.dims), "bcl": k.bcl, "render": k.render,
-                             "signed": k.signed} for k in StepTensorKey]
+                             "signed": k.signed, "description": k.description} for k in StepTensorKey]
     rec = Recording.open(bcl_built)
     for key, arr in rec.tensors.items():
         meta = data["arrays"][f"tensors/{key}"]
         assert meta["shape"] == list(arr.shape) and meta["chunks"] == list(arr.chunks)
         assert meta["dims"] == list(arr.metadata.dimension_names)
-    assert set(data["metrics"]) == {k.value for k in StepTensorKey if k.dims == ("feature",)}
+    assert [t["id"] for t in data["tables"]] == ["metrics"]
+    assert set(data["tables"][0]["columns"]) == {k.value for k in StepTensorKey if k.dims == ("feature",)} | {
+        "grad_magnitude", "som_magnitude"}
     # every key is drawn somewhere: in a named section or under "other tensors"
     drawn = {p["key"] for s in data["sections"] for p in s["panels"]} | {k for s in data["sections"] for p in s["panels"]
                                                                          for k in p["with"] + p["optional"]}

@@ -23,6 +23,7 @@ import numpy as np
 
 from capture import format as fmt
 from capture.recording import Recording
+from capture.store import Store, StoreError
 from viewer import layout
 
 STATIC = Path(__file__).parent / "static"
@@ -159,7 +160,7 @@ def _shard_file(meta: dict, shard: int) -> str:
     return meta["sep"].join(coords if meta["encoding"] == "v2" else ["c", *coords])
 
 
-def _shard_entries(root: Path, meta: dict, chunks: int) -> np.ndarray | None:
+def _shard_entries(store: Store, meta: dict, chunks: int) -> np.ndarray | None:
     """(offset, nbytes) of inner chunks [0, chunks) of a sharded array, read from its shard indexes
     (16 bytes an inner chunk, not the chunks): a [chunks, 2] uint64 array, EMPTY for a chunk not
     written (or in a shard file that is not there). None if a shard cannot be read or is not what
@@ -169,19 +170,17 @@ def _shard_entries(root: Path, meta: dict, chunks: int) -> np.ndarray | None:
     at_start = meta["index"]["location"] == "start"
     out = np.full((math.ceil(chunks / per) * per, 2), fmt.EMPTY, dtype=np.uint64)
     for shard in range(math.ceil(chunks / per)):
-        try:
-            fd = os.open(root / meta["path"] / _shard_file(meta, shard), os.O_RDONLY)
+        key = f"{meta['path']}/{_shard_file(meta, shard)}"
+        try:  # (one read: a local file, a zip entry or an object)
+            if at_start:
+                raw, file_size = store.get_range(key, 0, 16 * per), store.size(key)
+            else:
+                tail, file_size = store.get_tail(key, size)
+                raw = tail[:16 * per] if file_size >= size else b""
         except FileNotFoundError:
             continue  # no step of this shard was written
-        except OSError:
+        except (OSError, StoreError):
             return None
-        try:
-            file_size = os.fstat(fd).st_size
-            raw = os.pread(fd, 16 * per, 0 if at_start else file_size - size) if file_size >= size else b""
-        except OSError:
-            raw = b""
-        finally:
-            os.close(fd)
         if len(raw) != 16 * per:
             return None
         entries = np.frombuffer(raw, dtype="<u8").reshape(per, 2)
@@ -194,7 +193,7 @@ def _shard_entries(root: Path, meta: dict, chunks: int) -> np.ndarray | None:
     return out[:chunks]
 
 
-def shard_index(root: Path, arrays: dict, steps: int) -> tuple[bytes, dict | None]:
+def shard_index(store: Store, arrays: dict, steps: int) -> tuple[bytes, dict | None]:
     """The shard index file of the viewer and its description for the page (None: no sharded array).
 
     For every sharded array, the (offset, nbytes) of each inner chunk whose steps are all among the
@@ -208,7 +207,7 @@ def shard_index(root: Path, arrays: dict, steps: int) -> tuple[bytes, dict | Non
     parts = {}
     for name, meta in arrays.items():
         if meta["shard"]:
-            entries = _shard_entries(root, meta, min(steps, meta["shape"][0]) // meta["chunks"][0])
+            entries = _shard_entries(store, meta, min(steps, meta["shape"][0]) // meta["chunks"][0])
             if entries is not None:
                 parts[name] = entries
     if not parts:
@@ -255,12 +254,12 @@ def config_rows(config: dict | None) -> list[tuple[str, str | list]]:
 def page_data(rec: Recording, view: layout.Layout | None = None) -> tuple[dict, bytes | None]:
     """What the page inlines, and the bytes of its shard index file (None: it has none)."""
     arrays, skipped = collect_arrays(rec)
-    index, index_spec = shard_index(Path(rec.path), arrays, rec.steps)
+    index, index_spec = shard_index(rec.store, arrays, rec.steps)
     meta = rec.meta
     view = view or page_layout(rec)
     return {
         "run": {
-            "name": rec.path.resolve().name, "condition": rec.condition, "steps": rec.steps, "status": rec.status,
+            "name": rec.name, "condition": rec.condition, "steps": rec.steps, "status": rec.status,
             "keys": rec.keys, "policy": meta.get("policy"), "dead_win_rate": fmt.DEAD_WIN_RATE,
             "bcl": view.kind == "bcl" and bool((meta.get("config") or {}).get("bcl")),
             "kind": view.kind, "vocabulary": meta.get("vocabulary"),
@@ -308,6 +307,18 @@ def _write_atomic(path: Path, content: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def viewer_files(rec: Recording) -> dict[str, bytes]:
+    """The viewer's files by their path in the recording (index.html last): for a recording that is
+    not a local directory (a zip, a URL), served beside it or written into its store."""
+    html, index_bytes = render(rec)
+    files = {f"{ASSETS_DIR}/{f.as_posix()}": (STATIC / f).read_bytes() for f in static_files()}
+    files[f"{ASSETS_DIR}/zarr.json"] = (json.dumps(EMPTY_GROUP, indent=2) + "\n").encode()
+    if index_bytes is not None:  # before the page that describes it
+        files[f"{ASSETS_DIR}/{SHARD_INDEX}"] = index_bytes
+    files["index.html"] = html.encode("utf-8")
+    return files
 
 
 def build(rec: Recording) -> Path:

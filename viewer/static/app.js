@@ -1,8 +1,8 @@
-// The page: reads the inlined run description, builds every section, and shows one step at a
-// time. Showing a step fetches one chunk per array that an open section needs (collapsed
-// sections fetch nothing), draws every open panel, then marks the page root
-// data-step / data-ready="true" and prefetches the neighbouring steps. Served by `acc-capture
-// serve`, the page also trains: see live.js.
+// The page: reads the inlined run description (the recording's key table and the layout the
+// builder made of it), builds every section and table, and shows one step at a time. Showing a
+// step fetches one chunk per array that an open section needs (collapsed sections fetch nothing),
+// draws every open panel, then marks the page root data-step / data-ready="true" and prefetches
+// the neighbouring steps. Served by `acc-capture serve`, the page also trains: see live.js.
 import { ChunkStore, Cancelled, PRIO, locate } from "./data.js";
 import { Panel } from "./panels.js";
 import { h } from "./plots.js";
@@ -21,7 +21,7 @@ function makePage(raw) {
     arrays: raw.arrays,
     keys: raw.keys,
     keyByValue: Object.fromEntries(raw.keys.map((k) => [k.value, k])),
-    layout: { sections: raw.sections, metrics: raw.metrics, timeline: raw.timeline, timelineHeatmap: raw.timeline_heatmap },
+    layout: { sections: raw.sections, tables: raw.tables, timeline: raw.timeline, timelineHeatmap: raw.timeline_heatmap },
     names: raw.names,
     shardIndex: raw.shard_index,
     full: null,
@@ -34,7 +34,8 @@ function makePage(raw) {
   page.dimSize = (name) => sizes[name];
   page.available = (key) => Boolean(page.arrays[`tensors/${key}`] || page.arrays[`summary/${key}`]);
   page.isDead = (i) => Boolean(page.deadRow && page.deadRow[i] < page.run.dead_win_rate);
-  page.missingSummary = (name) => (page.run.bcl ? `${name} is not in this recording` : `not recorded: the ${page.run.condition} condition has no BCL`);
+  page.missingSummary = (name) => (page.run.kind !== "bcl" || page.run.bcl
+    ? `${name} is not in this recording` : `not recorded: the ${page.run.condition} condition has no BCL`);
   page.nearestFull = (step) => {
     let before = null, after = null;
     for (let s = step - 1; s >= 0; s--) if (page.full[s]) { before = s; break; }
@@ -98,10 +99,15 @@ class Viewer {
     this.sections = page.layout.sections.map((s) => new Section(s, page));
     this.timelineBox = $('[data-section="timeline"]');
     this.timeline = new Timeline($("#timeline"), page, (s) => this.go(s));
-    this.metricsBox = $('[data-section="metrics"]');
-    const n = page.dimSize("feature") || 0;
-    const columns = page.layout.metrics;
-    this.table = new MetricsTable($("#metrics"), { columns, n, isDead: page.isDead });
+    // the sortable tables: one row per entry of a dimension, one column per key (or summary)
+    this.tables = page.layout.tables.map((spec) => ({
+      spec,
+      box: document.querySelector(`[data-section="${spec.id}"]`),
+      table: new MetricsTable(document.getElementById(spec.id), {
+        columns: spec.columns, n: page.dimSize(spec.dim) || 0, dim: spec.dim, isDead: spec.dead ? page.isDead : () => false,
+      }),
+      drawn: null,
+    }));
     this.lastMs = null;
   }
 
@@ -115,7 +121,7 @@ class Viewer {
       return where;
     };
     const items = [];
-    if (page.available(page.names.dead)) use(page.names.dead);  // which features are dead
+    if (page.names.dead && page.available(page.names.dead)) use(page.names.dead);  // which features are dead
     for (const section of this.sections) {
       if (!section.open) continue;
       for (const panel of section.panels) {
@@ -124,9 +130,8 @@ class Viewer {
         items.push({ section, panel, missing: missing && missing.missing });
       }
     }
-    let metrics = null;
-    if (this.metricsBox.open) metrics = page.layout.metrics.map((k) => [k, use(k)]);
-    return { arrays, items, metrics };
+    const tables = this.tables.filter((t) => t.box.open).map((t) => ({ t, columns: t.spec.columns.map((k) => [k, use(k)]) }));
+    return { arrays, items, tables };
   }
 
   chunkSet(step) {
@@ -182,9 +187,9 @@ class Viewer {
       section.collapseNotes([...rs, ...section.fixed.map((p) => p.reason)]);
       section.drawnStep = step;
     }
-    if (plan.metrics) {
-      this.table.draw(Object.fromEntries(plan.metrics.map(([k, w]) => [k, w.missing || values[k]])));
-      this.metricsDrawn = step;
+    for (const { t, columns } of plan.tables) {
+      t.table.draw(Object.fromEntries(columns.map(([k, w]) => [k, w.missing || values[k]])));
+      t.drawn = step;
     }
     this.timeline.mark(step);
     this.lastMs = performance.now() - t0;
@@ -247,7 +252,7 @@ class Viewer {
     $("#step-slider").value = String(step);
     const hash = `#step=${step}`;
     if (location.hash !== hash) history.replaceState(null, "", hash);
-    $("#loss-reading").textContent = page.lossSeries ? `loss ${formatValue(page.lossSeries[step])}` : "";
+    $("#loss-reading").textContent = page.lossSeries ? `${page.names.reading} ${formatValue(page.lossSeries[step])}` : "";
     const flags = [];
     if (page.nonfinite && page.nonfinite[step] > 0) {
       flags.push(h("span", { class: "flag warn", title: "NaN or Inf values in this step's tensors; they are drawn magenta" },
@@ -305,7 +310,7 @@ class Viewer {
       if (details.open && drawn() !== this.step) this.go(this.step);
     });
     for (const s of this.sections) refresh(s.details, () => s.drawnStep);
-    refresh(this.metricsBox, () => this.metricsDrawn);
+    for (const t of this.tables) refresh(t.box, () => t.drawn);
     refresh(this.timelineBox, () => (this.timeline.ready ? this.step : null));
   }
 

@@ -110,3 +110,22 @@ export function paint(out, outOffset, outStride, data, offset, rowStride, colStr
     }
   }
 }
+
+/**
+ * Paint RGB pixels: the pixel at (r, c) of a rows x cols block takes its red, green and blue from
+ * data[i], data[i + chanStride], data[i + 2*chanStride] (i = offset + r*rowStride + c*colStride),
+ * each mapped linearly from [lo, hi] to 0..255; a pixel with a non-finite channel is NONFINITE.
+ */
+export function paintRGB(out, outOffset, outStride, data, offset, rowStride, colStride, chanStride, rows, cols, lo, hi) {
+  const scale = 255.999 / (hi - lo);
+  const byte = (v) => { const t = (v - lo) * scale; return t <= 0 ? 0 : t >= 255 ? 255 : t | 0; };
+  for (let r = 0; r < rows; r++) {
+    let o = outOffset + r * outStride;
+    let i = offset + r * rowStride;
+    for (let c = 0; c < cols; c++, o++, i += colStride) {
+      const R = data[i], G = data[i + chanStride], B = data[i + 2 * chanStride];
+      const finite = R - R === 0 && G - G === 0 && B - B === 0;
+      out[o] = finite ? pack(byte(R), byte(G), byte(B)) : NONFINITE;
+    }
+  }
+}

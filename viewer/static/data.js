@@ -188,20 +188,25 @@ export class ChunkStore {
 
 /**
  * Where a key's values for one step come from: { array } (a summary kept for every step, or the
- * tensor chunk) or { missing: "why, in one line" }.
+ * tensor chunk) or { missing: "why, in one line" }. `key` may also name a summary that is no key
+ * (a per-feature summary such as grad_magnitude): it comes from that summary for every step.
  */
 export function locate(page, key, step) {
   const k = page.keyByValue[key];
-  const dims = k ? ["step", ...k.dims] : null;
   const summary = page.arrays[`summary/${key}`];
-  if (summary && dims && summary.dims.join() === dims.join()) return { array: `summary/${key}` };
+  if (summary && (!k || summary.dims.join() === ["step", ...k.dims].join())) return { array: `summary/${key}` };
   const tensor = page.arrays[`tensors/${key}`];
   if (tensor) {
     if (page.full && !page.full[step]) return { missing: `step ${step} kept summaries only (${page.fullNote})` };
     return { array: `tensors/${key}` };
   }
+  if (!k) return { missing: page.missingSummary(key) };
   if (!page.run.keys.includes(key)) {
-    if (k && k.bcl && !page.run.bcl) return { missing: `not recorded: the ${page.run.condition} condition has no BCL` };
+    if (k.bcl && !page.run.bcl) return { missing: `not recorded: the ${page.run.condition} condition has no BCL` };
+    if (page.run.kind !== "bcl") {
+      const only = page.run.policy && page.run.policy.only;
+      return { missing: only ? "not stored: the recording kept only some keys (record(only=...))" : "not captured in this recording" };
+    }
     return { missing: "not recorded in this run (its --keys left it out)" };
   }
   return { missing: "stored in a form this viewer cannot read" };

@@ -3,10 +3,14 @@
 // a session is active, the toolbar shows Step, Step x10 and Step x50. A press POSTs inspect/step,
 // keeps the buttons disabled while the server trains, then shows the newest step without a
 // reload: the answer's steps_completed grows the viewer (see Viewer.grow in app.js).
-// A session on another recording (POST inspect/setup made one) reloads the page to show it.
-import { formatValue } from "./stats.js";
-
+// Setup (with a condition choice) POSTs inspect/setup: the server closes the session and serves a
+// new recording of that condition at step 0, which the page reloads to show. Teardown POSTs
+// inspect/teardown: the session closes, its recording stays complete. A session on another
+// recording (a Setup here or elsewhere) reloads the page to show it.
 const $ = (sel) => document.querySelector(sel);
+
+// the conditions a Setup offers when the server's state does not list them (GET inspect/state `conditions`)
+const CONDITIONS = ["control", "bcl-slow", "bcl-med", "bcl-fast"];
 
 export class Live {
   constructor(viewer, api) {
@@ -14,11 +18,19 @@ export class Live {
     this.api = api;
     this.box = $("#live");
     this.buttons = [...this.box.querySelectorAll('[data-act="train"]')];
+    this.setupButton = this.box.querySelector('[data-act="setup"]');
+    this.teardownButton = this.box.querySelector('[data-act="teardown"]');
+    this.condition = $("#live-condition");
     this.status = $("#live-status");
     this.path = null;      // the session's recording, as the server names it
     this.running = false;  // a press of ours waits for its answer
+    this.tornDown = false; // our Teardown closed the session
     this.timer = null;
     for (const b of this.buttons) b.addEventListener("click", () => this.train(Number(b.dataset.n)));
+    this.setupButton.addEventListener("click", () => this.setup());
+    this.teardownButton.addEventListener("click", () => this.teardown());
+    this.condition.addEventListener("change", () => this.labelSetup());
+    this.offer(CONDITIONS, viewer.page.run.condition);
     document.addEventListener("visibilitychange", () => { if (!document.hidden && !this.running) this.probe(); });
     this.probe();
   }
@@ -27,13 +39,26 @@ export class Live {
     return new URL(path, this.api);
   }
 
+  /** The conditions to choose from for a Setup; `chosen` (if one of them) selected. */
+  offer(conditions, chosen) {
+    const keep = this.condition.value || chosen;
+    this.condition.replaceChildren(...conditions.map((c) => new Option(c, c)));
+    this.condition.value = conditions.includes(keep) ? keep : conditions[0];
+    this.labelSetup();
+  }
+
+  labelSetup() {
+    this.setupButton.textContent = `Setup (${this.condition.value})`;
+  }
+
   setState(state) {
     this.box.dataset.state = state;  // off | idle | busy (tests wait on it)
-    this.box.hidden = state === "off" && !this.status.textContent;
-    for (const b of this.buttons) {
+    this.box.hidden = false;  // a live page can always set up a session
+    for (const b of [...this.buttons, this.teardownButton]) {
       b.hidden = state === "off";
       b.disabled = state !== "idle";
     }
+    this.setupButton.disabled = this.condition.disabled = state === "busy";
   }
 
   say(text, error = false) {
@@ -58,13 +83,18 @@ export class Live {
       location.reload();  // the server now serves the session's new recording
       return;
     }
+    if (Array.isArray(state.conditions) && state.conditions.length) this.offer(state.conditions);
     if (!state.active) {
       // (an error that said why stays on screen)
-      if (this.path !== null && !this.status.classList.contains("error")) this.say("the live session was closed");
+      if (!this.status.classList.contains("error")) {
+        this.say(this.path !== null && !this.tornDown ? "the live session was closed" : "inactive");
+      }
       this.setState("off");
       return;
     }
+    const first = this.path === null;
     this.path = state.path;
+    this.tornDown = false;
     $("#run-status").textContent = "recording: live session (acc-capture serve), the Step buttons append steps";
     if (state.busy) {
       if (!this.running) {
@@ -75,7 +105,56 @@ export class Live {
       return;
     }
     if (!this.running) this.setState("idle");
+    if (first && !this.running) this.say(`Ready, step ${state.total_steps}`);
     if (state.total_steps > this.viewer.steps) await this.viewer.grow(state.total_steps);
+  }
+
+  /** POST inspect/setup: a new recording of the chosen condition at step 0, which the page then shows. */
+  async setup() {
+    if (this.running) return;
+    const condition = this.condition.value;
+    this.running = true;
+    this.setState("busy");
+    this.say(`setting up ${condition}…`);
+    try {
+      await this.post("setup", { condition, seed: 0 });
+    } catch (err) {
+      this.running = false;
+      this.say(`setup failed: ${err.message}`, true);
+      await this.probe();
+      return;
+    }
+    history.replaceState(null, "", location.pathname + location.search);  // step 0 of the new recording
+    location.reload();
+  }
+
+  /** POST inspect/teardown: the session closes; its recording stays complete and resumable. */
+  async teardown() {
+    if (this.running) return;
+    this.running = true;
+    this.setState("busy");
+    try {
+      await this.post("teardown", {});
+    } catch (err) {
+      this.running = false;
+      this.say(`teardown failed: ${err.message}`, true);
+      await this.probe();
+      return;
+    }
+    this.running = false;
+    this.tornDown = true;
+    this.say("inactive");
+    this.setState("off");
+  }
+
+  /** POST a JSON body to the API; the JSON answer, or an Error saying why not. */
+  async post(path, body) {
+    const r = await fetch(this.url(path), {
+      method: "POST", cache: "no-store", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    const answer = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(answer.error || `${r.status} ${r.statusText}`);
+    return answer;
   }
 
   async train(n) {
@@ -88,12 +167,7 @@ export class Live {
     this.timer = setInterval(() => this.say(`${label} ${Math.round((performance.now() - t0) / 1000)} s`), 1000);
     let answer = null;
     try {
-      const r = await fetch(this.url("step"), {
-        method: "POST", cache: "no-store", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ n }),
-      });
-      const body = await r.json().catch(() => ({}));
-      if (!r.ok) throw new Error(body.error || `${r.status} ${r.statusText}`);
-      answer = body;
+      answer = await this.post("step", { n });
     } catch (err) {
       this.stop();
       this.say(`step failed: ${err.message}`, true);

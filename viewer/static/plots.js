@@ -1,7 +1,8 @@
-// Canvas plots: heatmaps, grids of 28x28 thumbnails, bar charts and line charts, each with a
-// hover readout (and a colour legend where colour carries the value). A plot keeps its canvases
-// and pixel buffers and redraws into them for every step.
-import { NONFINITE_CSS, lut, paint, sample, valueRange } from "./colors.js";
+// Canvas plots: heatmaps, grids of thumbnails (grey, colour-mapped or RGB) and bar charts, each
+// with a hover readout (and a colour legend where colour carries the value), and the line colours
+// of the timeline's charts. A plot keeps its canvases and pixel buffers and redraws into them for
+// every step.
+import { NONFINITE_CSS, lut, paint, paintRGB, sample, valueRange } from "./colors.js";
 import { formatValue } from "./stats.js";
 
 const DPR = () => Math.max(1, Math.min(3, globalThis.devicePixelRatio || 1));
@@ -152,13 +153,19 @@ function rangeOf(data, offset, rowStride, colStride, rows, cols, signed) {
 }
 
 /**
- * Thumbnails of side x side pixels (rows of a [n, side*side] array) placed at `cells`, a list of
- * { x, y, row } in bitmap pixels, drawn `scale` times. One colour range for all, so thumbnails
- * compare. `label(cell, py, px, v)` words the readout; `caption(cell)` is drawn on a thumbnail.
+ * Thumbnails of tw x th pixels placed at `cells`, a list of { x, y, row } in bitmap pixels, drawn
+ * `scale` times; a cell whose row is negative is left empty. One colour range for all, so
+ * thumbnails compare. Where a thumbnail's values lie: from `at(cell)` on (default: rows of tw*th
+ * values, `cell.row` the row), `ys` apart from one pixel row to the next and `xs` from one pixel to
+ * the next; `rgb`: the distance between a pixel's red, green and blue values (null: one value a
+ * pixel, through `map`). `label(cell, py, px, v)` words the readout (v: [r, g, b] for rgb);
+ * `caption(cell)` is drawn on a thumbnail. `side` sets tw and th at once.
  */
 export class ThumbGrid {
-  constructor(parent, { side = 28, cells, width, height, scale = 2, map = "gray", label, caption, hint = "hover for values" }) {
-    Object.assign(this, { side, cells, scale, map, label, caption });
+  constructor(parent, { side = 28, tw = side, th = side, cells, width, height, scale = 2, map = "gray", label, caption,
+    at = null, ys = tw, xs = 1, rgb = null, hint = "hover for values" }) {
+    Object.assign(this, { tw, th, cells, scale, map, label, caption, ys, xs, rgb });
+    this.at = at || ((cell) => cell.row * tw * th);
     this.w = width * scale;
     this.h = height * scale;
     this.canvas = h("canvas", { class: "thumbs" });
@@ -171,23 +178,25 @@ export class ThumbGrid {
     this.canvas.addEventListener("mousemove", (ev) => this.hover(ev));
   }
 
-  /** Grid placement: n thumbnails in rows of `cols`, `gap` pixels apart. */
-  static grid(n, cols, side = 28, gap = 1) {
+  /** Grid placement: n thumbnails of tw x th in rows of `cols`, `gap` pixels apart. */
+  static grid(n, cols, tw = 28, th = tw, gap = 1) {
     const cells = [];
-    for (let i = 0; i < n; i++) cells.push({ x: (i % cols) * (side + gap), y: Math.floor(i / cols) * (side + gap), row: i, index: i });
+    for (let i = 0; i < n; i++) cells.push({ x: (i % cols) * (tw + gap), y: Math.floor(i / cols) * (th + gap), row: i, index: i });
     const rows = Math.ceil(n / cols);
-    return { cells, width: cols * (side + gap) - gap, height: rows * (side + gap) - gap };
+    return { cells, width: Math.min(n, cols) * (tw + gap) - gap, height: rows * (th + gap) - gap };
   }
 
   draw(data, { offset = 0, signed = this.map === "diverging", range, extra } = {}) {
-    const n = this.side * this.side;
     const r = range || valueRange(data, signed, offset, data.length - offset);
     const px = this.bitmap.pixels;
     px.fill(0);  // transparent gaps
     const table = lut(this.map);
+    const { tw, th, ys, xs } = this;
     for (const cell of this.cells) {
       if (cell.row < 0) continue;
-      paint(px, cell.y * this.bitmap.w + cell.x, this.bitmap.w, data, offset + cell.row * n, this.side, 1, this.side, this.side, r.lo, r.hi, table);
+      const out = cell.y * this.bitmap.w + cell.x, from = offset + this.at(cell);
+      if (this.rgb) paintRGB(px, out, this.bitmap.w, data, from, ys, xs, this.rgb, th, tw, r.lo, r.hi);
+      else paint(px, out, this.bitmap.w, data, from, ys, xs, th, tw, r.lo, r.hi, table);
     }
     this.bitmap.flush();
     const ctx = this.ctx;
@@ -216,7 +225,7 @@ export class ThumbGrid {
     const [x, y] = pointer(this.canvas, ev, this.w, this.h);
     const bx = x / this.scale, by = y / this.scale;
     for (const cell of this.cells) {
-      if (bx >= cell.x && bx < cell.x + this.side && by >= cell.y && by < cell.y + this.side) {
+      if (bx >= cell.x && bx < cell.x + this.tw && by >= cell.y && by < cell.y + this.th) {
         this.show(cell, Math.floor(by - cell.y), Math.floor(bx - cell.x));
         return;
       }
@@ -227,7 +236,8 @@ export class ThumbGrid {
     this.last = [cell, py, px];
     if (!this.view || cell.row < 0) return;
     const { data, offset, extra } = this.view;
-    const v = data[offset + cell.row * this.side * this.side + py * this.side + px];
+    const at = offset + this.at(cell) + py * this.ys + px * this.xs;
+    const v = this.rgb ? [0, 1, 2].map((c) => data[at + c * this.rgb]) : data[at];
     this.out.textContent = this.label ? this.label(cell, py, px, v, extra) : `${cell.row} (${py}, ${px}): ${formatValue(v)}`;
   }
 }
@@ -292,137 +302,6 @@ export class Bars {
     this.last = i;
     if (!this.view) return;
     this.out.textContent = `${this.name} ${i}: ${formatValue(this.view.data[this.view.offset + i])}`;
-  }
-}
-
-/**
- * Values over all steps, one line per series (log scale optional); a marker at the current step;
- * a click picks a step. `ticks`: per-step flags drawn as short marks under the plot.
- */
-export class LineChart {
-  constructor(parent, { steps, series, log = false, width = 640, height = 150, onPick, ticks = [] }) {
-    Object.assign(this, { steps, series, log, onPick, ticks });
-    this.w = width;
-    this.h = height;
-    this.left = 52;
-    this.right = 8;
-    this.top = 8;
-    this.bottom = height - 18 - (ticks.length ? 4 * ticks.length : 0);
-    this.canvas = h("canvas", { class: "line pickable" });
-    this.ctx = sizeCanvas(this.canvas, width, height);
-    this.base = document.createElement("canvas");
-    const keys = h("div", { class: "keys" }, series.map((s) => h("span", {}, h("i", { class: "swatch", "data-color": s.color }), s.label)));
-    keys.querySelectorAll("i.swatch").forEach((el) => { el.style.background = el.dataset.color; });
-    parent.append(h("div", { class: "plot" }, this.canvas), series.length > 1 ? keys : "");
-    this.out = readout(parent, "hover for values, click to jump");
-    this.canvas.addEventListener("mousemove", (ev) => this.show(this.stepAt(ev)));
-    this.canvas.addEventListener("click", (ev) => onPick && onPick(this.stepAt(ev)));
-    this.step = null;
-  }
-
-  stepAt(ev) {
-    const [x] = pointer(this.canvas, ev, this.w, this.h);
-    const t = (x - this.left) / (this.w - this.left - this.right);
-    return Math.max(0, Math.min(this.steps - 1, Math.round(t * Math.max(1, this.steps - 1))));
-  }
-
-  x(step) { return this.left + (step / Math.max(1, this.steps - 1)) * (this.w - this.left - this.right); }
-
-  /** values: one typed array per series, each `steps` long. */
-  setData(values) {
-    this.values = values;
-    const dpr = DPR();
-    this.base.width = Math.round(this.w * dpr);
-    this.base.height = Math.round(this.h * dpr);
-    const ctx = this.base.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    const tf = (v) => (this.log ? (v > 0 ? Math.log10(v) : NaN) : v);
-    let lo = Infinity, hi = -Infinity;
-    for (const arr of values) for (let i = 0; i < this.steps; i++) {
-      const v = tf(arr[i]);
-      if (Number.isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
-    }
-    if (!(lo <= hi)) { lo = 0; hi = 1; }
-    const dataLo = lo, dataHi = hi;
-    if (lo === hi) { lo -= 0.5; hi += 0.5; }
-    const pad = (hi - lo) * 0.05;
-    lo -= pad; hi += pad;
-    const y = (v) => this.bottom - ((v - lo) / (hi - lo)) * (this.bottom - this.top);
-    ctx.strokeStyle = "#ddd";
-    ctx.strokeRect(this.left + 0.5, this.top + 0.5, this.w - this.left - this.right - 1, this.bottom - this.top);
-    ctx.font = "10px ui-monospace, monospace";
-    ctx.fillStyle = "#666";
-    ctx.textBaseline = "middle";
-    const label = (v) => formatValue(this.log ? 10 ** v : v);
-    ctx.fillText(label(dataHi), 2, y(dataHi));
-    if (dataLo !== dataHi) ctx.fillText(label(dataLo), 2, y(dataLo));
-    ctx.strokeStyle = "#eee";
-    for (const v of [dataLo, dataHi]) {
-      ctx.beginPath();
-      ctx.moveTo(this.left, Math.round(y(v)) + 0.5);
-      ctx.lineTo(this.w - this.right, Math.round(y(v)) + 0.5);
-      ctx.stroke();
-    }
-    ctx.textBaseline = "bottom";
-    ctx.fillText("0", this.left, this.h);
-    const last = String(this.steps - 1);
-    ctx.fillText(last, this.w - this.right - ctx.measureText(last).width, this.h);
-    const width = this.w - this.left - this.right;
-    values.forEach((arr, k) => {
-      ctx.strokeStyle = this.series[k].color;
-      ctx.lineWidth = 1.25;
-      ctx.beginPath();
-      let pen = false;
-      if (this.steps <= 2 * width) {
-        for (let i = 0; i < this.steps; i++) {
-          const v = tf(arr[i]);
-          if (!Number.isFinite(v)) { pen = false; continue; }
-          if (pen) ctx.lineTo(this.x(i), y(v)); else ctx.moveTo(this.x(i), y(v));
-          pen = true;
-        }
-      } else {  // one vertical min-max stroke per pixel column
-        for (let px = 0; px < width; px++) {
-          const a = Math.floor((px * this.steps) / width), b = Math.floor(((px + 1) * this.steps) / width);
-          let mn = Infinity, mx = -Infinity;
-          for (let i = a; i < b; i++) { const v = tf(arr[i]); if (Number.isFinite(v)) { mn = Math.min(mn, v); mx = Math.max(mx, v); } }
-          if (mn > mx) continue;
-          ctx.moveTo(this.left + px + 0.5, y(mx));
-          ctx.lineTo(this.left + px + 0.5, y(mn) + 0.5);
-        }
-      }
-      ctx.stroke();
-    });
-    this.ticks.forEach((t, k) => {
-      ctx.fillStyle = t.color;
-      const y0 = this.bottom + 2 + 4 * k;
-      for (let i = 0; i < this.steps; i++) if (t.data[i]) ctx.fillRect(Math.floor(this.x(i)), y0, 1, 3);
-    });
-    this.render();
-  }
-
-  mark(step) {
-    this.step = step;
-    this.render();
-  }
-
-  render() {
-    const ctx = this.ctx;
-    ctx.clearRect(0, 0, this.w, this.h);
-    ctx.drawImage(this.base, 0, 0, this.w, this.h);
-    if (this.step !== null) {
-      ctx.strokeStyle = "#e4572e";
-      ctx.lineWidth = 1;
-      ctx.beginPath();
-      ctx.moveTo(Math.round(this.x(this.step)) + 0.5, this.top);
-      ctx.lineTo(Math.round(this.x(this.step)) + 0.5, this.bottom);
-      ctx.stroke();
-    }
-  }
-
-  show(step) {
-    if (!this.values) return;
-    const parts = this.values.map((arr, k) => `${this.series.length > 1 ? this.series[k].label + " " : ""}${formatValue(arr[step])}`);
-    this.out.textContent = `step ${step}: ${parts.join(", ")}`;
   }
 }
 

@@ -1,18 +1,20 @@
-// The per-feature metrics table: one row per feature, one column per key with one value per
-// feature (found in the key table), sortable by any column, dead features red, and mean / min /
-// max rows under the header (they stay in view while the rows scroll).
+// A sortable table of one dimension (BCL's per-feature metrics, or any dimension several keys
+// share): one row per entry, one column per key (or per-step summary) with one value per entry,
+// sortable by any column, dead features red where the layout says so, and mean / min / max rows
+// under the header (they stay in view while the rows scroll). Columns the step lacks say why, in a
+// line above the table.
 import { h } from "./plots.js";
 import { finiteStats, formatValue, sortOrder } from "./stats.js";
 
 export class MetricsTable {
-  constructor(parent, { columns, n, isDead }) {
-    this.columns = columns;  // key values
+  constructor(parent, { columns, n, dim = "feature", isDead = () => false }) {
+    this.columns = columns;  // key values (or summary names)
     this.n = n;
     this.isDead = isDead;
-    this.sort = { col: -1, ascending: true };  // -1: by feature number
+    this.sort = { col: -1, ascending: true };  // -1: by entry number
     this.values = {};
     this.note = h("p", { class: "missing", hidden: true });
-    const heads = [h("th", { scope: "col" }, h("button", { type: "button", "data-col": -1, text: "feature" }))];
+    const heads = [h("th", { scope: "col" }, h("button", { type: "button", "data-col": -1, text: dim }))];
     columns.forEach((c, i) => heads.push(h("th", { scope: "col" }, h("button", { type: "button", "data-col": i, text: c }))));
     this.headRow = h("tr", {}, heads);
     this.headRow.addEventListener("click", (ev) => {
@@ -26,7 +28,8 @@ export class MetricsTable {
     this.cells = [];
     for (let d = 0; d < n; d++) {
       const tds = columns.map(() => h("td"));
-      const tr = h("tr", { "data-feature": d }, h("th", { scope: "row", text: String(d) }), tds);
+      const tr = h("tr", { "data-row": d }, h("th", { scope: "row", text: String(d) }), tds);
+      if (/^[a-z][a-z0-9_]*$/.test(dim)) tr.dataset[dim] = String(d);  // e.g. data-feature
       this.rows.push(tr);
       this.cells.push(tds);
     }
@@ -48,9 +51,14 @@ export class MetricsTable {
     this.note.hidden = !allMissing;
     this.wrap.hidden = allMissing;
     if (allMissing) {
-      this.note.textContent = reasons[0] || "no per-feature tensors in this recording";
+      this.note.textContent = reasons[0] || "no values in this recording";
       return;
     }
+    // the columns this step lacks, by reason
+    const why = new Map();
+    this.columns.forEach((c, i) => { if (reasons[i]) why.set(reasons[i], [...(why.get(reasons[i]) || []), c]); });
+    this.note.hidden = !why.size;
+    this.note.textContent = [...why].map(([reason, cols]) => `${cols.join(", ")}: ${reason}`).join("; ");
     this.columns.forEach((c, i) => {
       const data = values[c];
       const ok = typeof data !== "string";

@@ -1,5 +1,5 @@
-// A Zarr v3 chunk reader for what recording format v1 writes: regular chunk grids, the `bytes`
-// codec then `gzip`, float32 / int32 / bool, either as one file per chunk or inside shards
+// A Zarr v3 chunk reader for what the recording formats write: regular chunk grids, the `bytes`
+// codec then `gzip`, every data type of DTYPES, either as one file per chunk or inside shards
 // (`sharding_indexed`: one file of several inner chunks, each of whole steps, and an index).
 // Array metadata comes inlined in the page (the builder copies it from each zarr.json): reading a
 // plain chunk is one fetch; reading an inner chunk is one Range request for its bytes and those of
@@ -10,13 +10,31 @@
 // or null. No DOM: usable in a worker, on the page and under node; the only state is the
 // ShardCache a caller hands in.
 
-// data type -> the typed array a chunk decodes to (float16 is widened to float32 as it is decoded)
+// data type -> the typed array a chunk decodes to: float16 is widened to float32 as it is decoded,
+// int64 to float64 (exact up to 2^53; JS numbers are doubles), bool to one byte per value
 export const DTYPES = {
   float32: Float32Array,
   float16: Float32Array,
+  float64: Float64Array,
+  int8: Int8Array,
+  int16: Int16Array,
   int32: Int32Array,
+  int64: Float64Array,
+  uint8: Uint8Array,
+  uint16: Uint16Array,
+  uint32: Uint32Array,
   bool: Uint8Array,
 };
+
+// the typed array a chunk's stored bytes are read as, where it is not the decoded one
+const STORED = { float16: Uint16Array, int64: BigInt64Array };
+
+/** int64 values as numbers (a BigInt64Array -> a Float64Array of the same values, rounded beyond 2^53). */
+export function int64ToNumbers(values) {
+  const out = new Float64Array(values.length);
+  for (let i = 0; i < values.length; i++) out[i] = Number(values[i]);
+  return out;
+}
 
 /** An IEEE 754 half-precision number (its 16 bits) as a JS number. */
 export function halfToNumber(h) {
@@ -137,15 +155,17 @@ export function swapBytes(buffer, size) {
   return buffer;
 }
 
-/** The `bytes` codec: raw bytes -> typed array of the array's dtype and endianness. */
+/** The `bytes` codec: raw bytes -> typed array of the array's dtype and endianness (see DTYPES). */
 export function fromBytes(buffer, meta) {
-  const half = meta.dtype === "float16";
-  const Type = half ? Uint16Array : DTYPES[meta.dtype];
-  if (!Type) throw new Error(`unsupported data type ${meta.dtype}`);
+  if (!DTYPES[meta.dtype]) throw new Error(`unsupported data type ${meta.dtype}`);
+  const Type = STORED[meta.dtype] || DTYPES[meta.dtype];
   if (buffer.byteLength % Type.BYTES_PER_ELEMENT) throw new Error(`${buffer.byteLength} bytes is not a whole number of ${meta.dtype}`);
   const little = (meta.endian || "little") === "little";
   if (Type.BYTES_PER_ELEMENT > 1 && little !== HOST_LITTLE_ENDIAN) swapBytes(buffer, Type.BYTES_PER_ELEMENT);
-  return half ? widenHalves(new Uint16Array(buffer)) : new Type(buffer);
+  const values = new Type(buffer);
+  if (meta.dtype === "float16") return widenHalves(values);
+  if (meta.dtype === "int64") return int64ToNumbers(values);
+  return values;
 }
 
 /** Decode one stored chunk (its codecs applied in reverse) and check it has the chunk's size. */
