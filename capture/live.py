@@ -124,9 +124,10 @@ class InspectAPI:
     def state(self) -> dict:
         s = self.session
         if s is None:
-            return {"active": False, "busy": False, "step": None, "total_steps": 0, "condition": None}
+            return {"active": False, "busy": False, "step": None, "total_steps": 0, "condition": None,
+                    "conditions": list(CONDITIONS)}
         return {
-            "active": True, "busy": self._lock.locked(), "running_steps": self._busy_with,
+            "active": True, "conditions": list(CONDITIONS), "busy": self._lock.locked(), "running_steps": self._busy_with,
             "step": s.steps - 1 if s.steps else None, "total_steps": s.steps, "condition": s.condition, "path": str(s.path),
             "model_dim": s.config.hidden_dim, "image_shape": [1, 28, 28],
         }
