@@ -29,6 +29,7 @@ from viewer import layout
 STATIC = Path(__file__).parent / "static"
 TEMPLATES = Path(__file__).parent / "templates"
 ASSETS_DIR = "viewer"  # inside the recording
+ARCHIVE_MODULES = {"archive.js", "compare.js"}  # the archive's pages (viewer/archive.py), not the run page
 SHARD_INDEX = "shard-index.bin"  # in ASSETS_DIR
 # viewer/ is a folder inside a Zarr group: make it an empty group so zarr-python lists it cleanly
 EMPTY_GROUP = {"zarr_format": 3, "node_type": "group", "attributes": {}}
@@ -284,7 +285,8 @@ def render(rec: Recording) -> tuple[str, bytes | None]:
     meta = rec.meta
     view = page_layout(rec)
     data, index = page_data(rec, view)
-    modules = sorted(p.name for p in STATIC.glob("*.js"))
+    # the run page's modules, preloaded (the archive's pages have their own)
+    modules = sorted(p.name for p in STATIC.glob("*.js") if p.name not in ARCHIVE_MODULES) + ["vendor/uPlot.esm.js"]
     return env.get_template("index.html").render(
         run=data["run"], meta=meta, config_rows=config_rows(meta.get("config")), sections=view.sections,
         tables=view.tables, data=data, assets=ASSETS_DIR, modules=modules, versions=meta.get("versions") or {},
