@@ -77,6 +77,8 @@ class BatchStream:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, device: str = "cpu"):
+        if not 1 <= batch_size <= len(images):
+            raise ValueError(f"batch_size must be from 1 to the {len(images)} images, not {batch_size}")
         self.images, self.labels = images, labels
         self.batch_size, self.device = batch_size, device
         self.generator = torch.Generator().manual_seed(seed)

@@ -19,6 +19,7 @@ from acc.conditions import CONDITIONS, UnknownCondition, make_config
 from acc.step_inspector import StepTensorKey
 from capture import format as fmt
 from capture.recording import Recording, RecordingError
+from capture.store import StoreError
 
 app = typer.Typer(
     help="Record every tensor of every BCL training step to Zarr, and replay it in a static viewer.",
@@ -60,13 +61,29 @@ def parse_keys(text: str | None, condition_keys: list[StepTensorKey], condition:
     return keys
 
 
-def check_output(path: Path, force: bool) -> None:
-    """Refuse to write over anything we should not."""
-    from capture.session import check_path
+def location(text: str) -> Path | str:
+    """A URL as it is (s3://bucket/prefix), anything else a local path; a URL that cannot be used
+    (no credentials, an unknown scheme, a typo such as s3:/bucket) fails here, before anything is written."""
+    from capture.store import is_url, open_store
 
     try:
-        check_path(path, force)
-    except (FileExistsError, PermissionError) as e:
+        open_store(text)
+    except StoreError as e:
+        raise Fail(str(e)) from None
+    return text if is_url(text) else Path(text)
+
+
+def check_output(path: Path | str, force: bool) -> None:
+    """Refuse to write over anything we should not (and, for a URL, fail now if the store cannot be reached)."""
+    from capture.session import check_path, check_store
+    from capture.store import open_store
+
+    try:
+        if isinstance(path, Path):
+            check_path(path, force)
+        else:
+            check_store(open_store(path), force)
+    except (FileExistsError, PermissionError, StoreError) as e:
         raise Fail(str(e).replace("force=True (--force)", "--force")) from None
 
 
@@ -79,7 +96,8 @@ class StepsPerSecond(ProgressColumn):
 def run(
     steps: Annotated[int, typer.Option(help="Training steps to record.")] = 200,
     condition: Annotated[str, typer.Option(help="Condition to train under (see `conditions`).")] = "bcl-slow",
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Recording directory [default: next free recordings/runN].")] = None,
+    out_dir: Annotated[Optional[str], typer.Option("--out", help="Recording directory, or a URL such as s3://bucket/prefix "
+                                                   "[default: next free recordings/runN].")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the model's initialisation and the data order.")] = 0,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step [default: 128].")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Adam learning rate [default: 1e-3].")] = None,
@@ -103,13 +121,15 @@ def run(
     from acc.recipe import build_run, captured_keys, resolve_device
     from capture.session import record
 
+    from acc.conditions import check_seed
+
     if steps <= 0:
         raise Fail(f"--steps must be a positive number of steps, not {steps}")
-    for name, value in (("--chunk-steps", chunk_steps), ("--full-every", full_every), ("--batch-size", batch_size),
-                        ("--neighborhood-k", neighborhood_k), ("--recompute-every", recompute_every)):
+    for name, value in (("--chunk-steps", chunk_steps), ("--full-every", full_every)):
         if value is not None and value <= 0:
             raise Fail(f"{name} must be positive, not {value}")
     try:
+        check_seed(seed)
         config = make_config(condition, batch_size=batch_size, lr=lr, som_lr=som_lr, neighborhood_k=neighborhood_k,
                              temperature=temperature, recompute_every=recompute_every)
         ranges = fmt.parse_ranges(full_steps) if full_steps else []
@@ -121,7 +141,7 @@ def run(
     only = None if keys is None else [k.value for k in parse_keys(keys, captured_keys(config), condition)]
     from capture.session import next_free_run
 
-    path = out_dir if out_dir is not None else next_free_run()
+    path = location(out_dir) if out_dir is not None else next_free_run()
     check_output(path, force)
     try:
         run_ = build_run(config, seed, dev, data_root)
@@ -134,7 +154,7 @@ def run(
                          condition=condition, device=dev, command=command, recipe=fmt.BCL_RECIPE, expect_steps=steps)
     except BlockingIOError:
         raise Fail(f"another process is writing {path}") from None
-    except (FileExistsError, PermissionError) as e:
+    except (FileExistsError, PermissionError, StoreError) as e:
         raise Fail(str(e)) from None
     _record_with_progress(run_, session, steps, chunk_steps, f"{condition} -> {path}")
     size = Recording.open(path).size_bytes()
@@ -162,7 +182,7 @@ def _record_with_progress(run_, session, steps: int, chunk_steps: int, label: st
 
 @app.command()
 def resume(
-    path: Annotated[Path, typer.Argument(help="A recording directory.")],
+    path: Annotated[str, typer.Argument(help="A recording directory, or a URL (s3://bucket/prefix).")],
     steps: Annotated[int, typer.Option(help="Further steps to record.")] = 50,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     chunk_steps: Annotated[int, typer.Option(help="Steps trained between writes to disk.")] = 20,
@@ -203,7 +223,7 @@ def resume(
     out.print(f"view it:  acc-capture view {shlex.quote(str(path))}")
 
 
-def open_recording(path: Path) -> Recording:
+def open_recording(path: Path | str) -> Recording:
     try:
         return Recording.open(path)
     except RecordingError as e:
@@ -229,7 +249,7 @@ def describe(rec: Recording) -> dict:
 
 @app.command()
 def info(
-    path: Annotated[Path, typer.Argument(help="A recording directory.")],
+    path: Annotated[str, typer.Argument(help="A recording: a directory, a zip file from `pack`, or a URL (s3://bucket/prefix).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Show what a recording holds: condition, steps, status, keys with shapes, size on disk."""
@@ -268,8 +288,8 @@ def info(
 
 @app.command("diff")
 def diff_runs(
-    a: Annotated[Path, typer.Argument(help="A recording directory.")],
-    b: Annotated[Path, typer.Argument(help="Another recording directory.")],
+    a: Annotated[str, typer.Argument(metavar="A", help="A recording (a directory, a zip file from `pack`, or a URL).")],
+    b: Annotated[str, typer.Argument(metavar="B", help="Another recording.")],
     steps: Annotated[Optional[str], typer.Option(help="Compare only these steps, e.g. 100-200 [default: all].")] = None,
     atol: Annotated[float, typer.Option(help="Values within this absolute difference count as equal [default: bit for bit].")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
@@ -281,7 +301,7 @@ def diff_runs(
 
     try:
         result = diff(a, b, steps=parse_steps(steps) if steps is not None else None, atol=atol, whole=whole)
-    except (RecordingError, DiffError, OSError, ValueError) as e:
+    except (RecordingError, DiffError, StoreError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(2) from None
     print(result.to_json() if as_json else result.to_text())
@@ -290,7 +310,8 @@ def diff_runs(
 
 @app.command()
 def view(
-    path: Annotated[Path, typer.Argument(help="A recording directory, or a folder of recordings (an archive).")],
+    location: Annotated[str, typer.Argument(metavar="PATH", help="A recording (a directory, a zip file from `pack`, or a URL), "
+                                            "or a folder of recordings (an archive).")],
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to serve on.")] = 8765,
     no_open: Annotated[bool, typer.Option("--no-open", help="Do not open a browser.")] = False,
     build_only: Annotated[bool, typer.Option("--build-only", help="Only write the viewer files; do not serve.")] = False,
@@ -301,17 +322,24 @@ def view(
     from viewer.archive import build_archive
     from viewer.server import make_server, serve_until_interrupted
 
-    folder = path.is_dir() and not (path / "zarr.json").exists()  # not a recording: a folder of them
+    from capture.store import is_url
+
+    path = location if is_url(location) else Path(location)
+    folder = isinstance(path, Path) and path.is_dir() and not (path / "zarr.json").exists()  # not a recording: a folder of them
     rec = None if folder else open_recording(path)
     try:  # bind first: a bad or busy port is refused before anything is written
         server = None if build_only else make_server(None, port)
     except ViewerError as e:
         raise Fail(str(e)) from None
     try:
-        index = build_archive(path, warn=lambda m: print(f"warning: {m}", file=sys.stderr)) if folder else build(rec)
+        if rec is not None and rec.store.local is None:  # a zip or a URL: the viewer from memory, the data from the store
+            index = _viewer_beside(rec, server, build_only)
+        else:
+            index = build_archive(path, warn=lambda m: print(f"warning: {m}", file=sys.stderr)) if folder else build(rec)
         print(f"{'archive' if folder else 'viewer'} written to {index}")
         if server is not None:
-            server.set_root(path if folder else rec.path)
+            if server.source is None:
+                server.set_root(path if folder else rec.path)
             serve_until_interrupted(server, open_browser=not no_open)
     except ViewerError as e:
         raise Fail(str(e)) from None
@@ -320,6 +348,29 @@ def view(
     finally:
         if server is not None:
             server.server_close()
+
+
+def _viewer_beside(rec: Recording, server, build_only: bool) -> str:
+    """The viewer of a recording that is not a local directory. Served: its files are made in memory
+    and served in front of the recording's store (nothing is written). `--build-only`: written into
+    the store (a bucket prefix, which a static web host can then serve); refused for a zip (read-only)."""
+    from capture.store import Overlay, ZipStore
+    from viewer.build import viewer_files
+
+    if build_only and isinstance(rec.store, ZipStore):
+        raise Fail(f"{rec.path} is a zip file, read-only: `view` serves it as it is; to write the viewer into it, "
+                   "unpack it, view --build-only the directory and pack it again")
+    files = viewer_files(rec)
+    if build_only:
+        page = files.pop("index.html")
+        try:
+            rec.store.put_many(files.items())
+            rec.store.put("index.html", page)  # last: the page appears once what it reads is there
+        except (OSError, StoreError) as e:
+            raise Fail(str(e)) from None
+        return f"{rec.path}/index.html"
+    server.source = Overlay(rec.store, files)
+    return f"memory, served beside {rec.path} (nothing written)"
 
 
 @app.command("serve")
@@ -372,6 +423,38 @@ def open_live_server(path: Path | None, condition: str | None = None, seed: int 
         return open_live(path, condition, seed, device, port, Path(recordings_dir), make_server=make_server, build=build)
     except (LiveError, ViewerError, RecordingError) as e:
         raise Fail(str(e)) from None
+
+
+@app.command("pack")
+def pack_run(
+    path: Annotated[str, typer.Argument(help="A recording (a directory or a URL).")],
+    out_file: Annotated[Path, typer.Argument(metavar="OUT.zip", help="The zip file to write.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT.zip.")] = False,
+) -> None:
+    """Put a recording into one zip file (entries stored as they are: the chunks are gzip already).
+    `info`, `view`, `diff` and Recording.open read the zip in place; zarr's ZipStore opens it too."""
+    from capture.pack import PackError, pack
+
+    try:
+        size = pack(path, out_file, force=force)
+    except PackError as e:
+        raise Fail(str(e)) from None
+    print(f"packed {path} into {out_file} ({size / 1e6:.1f} MB)")
+
+
+@app.command("unpack")
+def unpack_run(
+    archive: Annotated[Path, typer.Argument(metavar="ZIP", help="A zip file written by `acc-capture pack`.")],
+    dest: Annotated[Path, typer.Argument(metavar="DIR", help="A new or empty directory to unpack into.")],
+) -> None:
+    """Give back the recording directory of a packed zip: the same files with the same bytes."""
+    from capture.pack import PackError, unpack
+
+    try:
+        files = unpack(archive, dest)
+    except PackError as e:
+        raise Fail(str(e)) from None
+    print(f"unpacked {archive} into {dest} ({files} files)")
 
 
 @app.command()

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 from capture import format as fmt
-from capture.recording import Recording, _read_row
+from capture.recording import Recording, RecordingError, _read_row
 
 # the settings compared and reported (dicts are compared field by field, e.g. config.bcl.som_lr)
 SETTINGS = ("condition", "seed", "device", "config", "policy", "versions")
@@ -35,7 +37,7 @@ class KeyDiff:
     elements: int | None = None  # elements that differ at first_step
     step_max_abs_diff: float | None = None  # max |A - B| at first_step
     max_abs_diff: float | None = None  # max |A - B| over the steps read (up to first_step, or all with `whole`)
-    steps_compared: int = 0
+    steps_compared: int = 0  # steps at which both have the values (a key: full tensors in both)
     steps_differing: int | None = None  # with `whole` only
     shapes: tuple[list[int], list[int]] | None = None  # the per-step shapes of A and B, when they differ
 
@@ -46,6 +48,8 @@ class KeyDiff:
 
 @dataclass
 class DiffResult:
+    """What `diff(a, b)` found; `to_text()` is the command's report, `to_dict()` / `to_json()` its --json."""
+
     a: str
     b: str
     steps: tuple[int, int]  # steps completed in A and in B
@@ -138,7 +142,7 @@ class DiffResult:
         lines += ["", f"compared {span}, {how}"]
         if self.first_key:
             d = self.keys[self.first_key]
-            lines.append(f"first difference: step {d.first_step}, key {self.first_key}: " + _detail(d, at_first=True))
+            lines.append(f"first difference: step {d.first_step}, key {self.first_key}: " + _detail(d))
         else:
             lines.append("first difference: none in the tensors")
         for title, table in (("keys", self.keys), ("summaries", self.summaries)):
@@ -158,11 +162,12 @@ def _show(value: Any) -> str:
     return "-" if value is None else json.dumps(value) if isinstance(value, (list, dict, str)) else str(value)
 
 
-def _detail(d: KeyDiff, at_first: bool) -> str:
+def _detail(d: KeyDiff) -> str:
+    """What differs at the first differing step."""
     if d.shapes:
         return f"shapes differ: {d.shapes[0]} vs {d.shapes[1]}"
-    value = d.step_max_abs_diff if at_first else d.max_abs_diff
-    size = "" if d.elements is None else f"{d.elements} elements differ, "
+    value = d.step_max_abs_diff
+    size = "1 element differs, " if d.elements == 1 else f"{d.elements} elements differ, "
     return f"{size}max |A - B| {value:.6g}" if math.isfinite(value) else f"{size}a NaN or infinity on one side"
 
 
@@ -172,8 +177,8 @@ def _verdict(d: KeyDiff, whole: bool) -> str:
             return "not compared (no step with full tensors in both)"
         return "identical" if not d.max_abs_diff else f"identical (max |A - B| {d.max_abs_diff:.3g})"
     if d.first_step is None:
-        return _detail(d, at_first=True)
-    text = f"step {d.first_step}  ({_detail(d, at_first=True)})"
+        return _detail(d)
+    text = f"step {d.first_step}  ({_detail(d)})"
     if whole and d.steps_differing is not None:
         overall = f"max |A - B| {d.max_abs_diff:.6g}" if math.isfinite(d.max_abs_diff) else "a NaN or infinity"
         text += f"  {d.steps_differing} of {d.steps_compared} steps differ, {overall} over them"
@@ -213,50 +218,57 @@ def _compare(a: np.ndarray, b: np.ndarray, atol: float) -> tuple[int, float]:
     return int(differ.sum()), (math.inf if math.isnan(biggest) else biggest)
 
 
+def _zarr_read(rec: Recording, arr, where: slice) -> np.ndarray:
+    """`arr[where]` through zarr; a damaged chunk is a RecordingError of one line."""
+    try:
+        return arr[where]
+    except Exception as e:
+        raise RecordingError(f"corrupt data in {rec.store.describe(arr.path)} (steps {where.start}..{where.stop - 1}): "
+                             f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]) from None
+
+
 class _Rows:
     """The steps of one array, read with the recording's fast reader; a plain chunk of many steps
     (a small tensor) is decoded once for all of them."""
 
     def __init__(self, rec: Recording, key: str):
-        self.path, self.arr = rec.path, rec.tensors[key]
+        self.rec, self.arr = rec, rec.tensors[key]
         self.files = fmt.file_layout(self.arr)
         self._chunk: tuple[int, np.ndarray | None] = (-1, None)
 
-    def file_bytes(self, index: int) -> bytes | None:
+    def file(self, index: int) -> tuple[int, str | None]:
+        """The size of file `index` and its key in the store ((-1, None): no such file)."""
+        key = fmt.chunk_key(self.arr, index)
         try:
-            return (self.path / fmt.chunk_key(self.arr, index)).read_bytes()
+            return self.rec.store.size(key), key
         except FileNotFoundError:
-            return None
+            return -1, None
+
+    def same_file(self, other: _Rows, index: int) -> bool:
+        """Whether file `index` holds the same bytes in both (read only when the sizes agree)."""
+        (size, key), (other_size, other_key) = self.file(index), other.file(index)
+        if size != other_size:
+            return False
+        return key is None or self.rec.store.get(key) == other.rec.store.get(other_key)
 
     def __getitem__(self, n: int) -> np.ndarray:
         if self.files is None or self.files.sharded:
-            return _read_row(self.path, self.arr, self.files, n)
+            return _read_row(self.rec.store, self.arr, self.files, n)
         index, row = divmod(n, self.files.steps)
         if self._chunk[0] != index:
-            self._chunk = (index, self.arr[index * self.files.steps:(index + 1) * self.files.steps])
+            start = index * self.files.steps
+            self._chunk = (index, _zarr_read(self.rec, self.arr, slice(start, start + self.files.steps)))
         return self._chunk[1][row]
 
 
-def _compare_key(ra: Recording, rb: Recording, key: str, steps: list[int], atol: float, whole: bool) -> KeyDiff:
-    a, b = _Rows(ra, key), _Rows(rb, key)
-    result = KeyDiff(max_abs_diff=0.0, steps_differing=0 if whole else None)
-    if a.arr.shape[1:] != b.arr.shape[1:]:
-        result.shapes = (list(a.arr.shape[1:]), list(b.arr.shape[1:]))
-        result.first_step = steps[0] if steps else None
-        result.max_abs_diff = None
-        return result
-    # the same layout and dtype: a file with the same bytes in both holds the same steps
-    same_files = a.files is not None and a.files == b.files and a.arr.dtype == b.arr.dtype
-    file_index, file_same = -1, False
-    for n in steps:
-        result.steps_compared += 1
-        if same_files:
-            if n // a.files.steps != file_index:
-                file_index = n // a.files.steps
-                file_same = a.file_bytes(file_index) == b.file_bytes(file_index)
-            if file_same:
-                continue
-        count, biggest = _compare(a[n], b[n], atol)
+_POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="acc-capture-diff")  # keys side by side
+
+
+def _scan(pairs: Iterable[tuple[int, np.ndarray, np.ndarray]], steps: int, atol: float, whole: bool) -> KeyDiff:
+    """Compare (step, A, B) in step order until the first difference (to the end if `whole`)."""
+    result = KeyDiff(max_abs_diff=0.0, steps_compared=steps, steps_differing=0 if whole else None)
+    for n, a, b in pairs:
+        count, biggest = _compare(a, b, atol)
         result.max_abs_diff = max(result.max_abs_diff, biggest)
         if count:
             if result.first_step is None:
@@ -267,23 +279,31 @@ def _compare_key(ra: Recording, rb: Recording, key: str, steps: list[int], atol:
     return result
 
 
+def _compare_key(ra: Recording, rb: Recording, key: str, steps: list[int], atol: float, whole: bool) -> KeyDiff:
+    a, b = _Rows(ra, key), _Rows(rb, key)
+    if a.arr.shape[1:] != b.arr.shape[1:]:
+        return KeyDiff(first_step=steps[0] if steps else None, steps_compared=len(steps),
+                       shapes=(list(a.arr.shape[1:]), list(b.arr.shape[1:])))
+    # the same layout and dtype: a file with the same bytes in both holds the same values, unread
+    same_layout = a.files is not None and a.files == b.files and a.arr.dtype == b.arr.dtype
+
+    def pairs():
+        index, same_file = -1, False
+        for n in steps:
+            if same_layout and n // a.files.steps != index:
+                index = n // a.files.steps
+                same_file = a.same_file(b, index)
+            if not (same_layout and same_file):
+                yield n, a[n], b[n]
+    return _scan(pairs(), len(steps), atol, whole)
+
+
 def _compare_summary(ra: Recording, rb: Recording, name: str, lo: int, hi: int, atol: float, whole: bool) -> KeyDiff:
-    a, b = ra.summary(name)[lo:hi + 1], rb.summary(name)[lo:hi + 1]
-    result = KeyDiff(max_abs_diff=0.0, steps_compared=len(a), steps_differing=0 if whole else None)
+    a, b = (_zarr_read(r, r.summaries[name], slice(lo, hi + 1)) for r in (ra, rb))
     if a.shape[1:] != b.shape[1:]:
         return KeyDiff(first_step=lo, steps_compared=len(a), shapes=(list(a.shape[1:]), list(b.shape[1:])))
-    if _compare(a, b, 0.0)[0] == 0:
-        return result
-    for i in range(len(a)):
-        count, biggest = _compare(a[i], b[i], atol)
-        result.max_abs_diff = max(result.max_abs_diff, biggest)
-        if count:
-            if result.first_step is None:
-                result.first_step, result.elements, result.step_max_abs_diff = lo + i, count, biggest
-            if not whole:
-                break
-            result.steps_differing += 1
-    return result
+    same = _compare(a, b, 0.0)[0] == 0  # bit for bit over all the steps at once: nothing to look for
+    return _scan(() if same else ((lo + i, a[i], b[i]) for i in range(len(a))), len(a), atol, whole)
 
 
 def parse_steps(text: str) -> tuple[int, int]:
@@ -324,13 +344,13 @@ def diff(a: str | Path | Recording, b: str | Path | Recording, *, steps: tuple[i
     hi = min(hi, longest - 1)
     last = min(hi, common - 1)  # the last step both have
     compared = (lo, last) if lo <= last else None
-    full = np.flatnonzero(ra.full_capture[lo:last + 1] & rb.full_capture[lo:last + 1]) + lo if compared else []
-    full = [int(n) for n in full]
+    both_full = ra.full_capture[lo:last + 1] & rb.full_capture[lo:last + 1] if compared else np.zeros(0, bool)
+    full = [lo + int(i) for i in np.flatnonzero(both_full)]
     sums = [s for s in ra.summaries if s in rb.summaries]
     return DiffResult(
-        a=str(ra.path), b=str(rb.path), steps=(ra.steps, rb.steps), requested=(lo, hi), compared=compared, atol=float(atol), whole=whole,
-        settings=_settings(ra.meta, rb.meta),
-        keys={k: _compare_key(ra, rb, k, full, atol, whole) for k in common_keys},
+        a=str(ra.path), b=str(rb.path), steps=(ra.steps, rb.steps), requested=(lo, hi), compared=compared,
+        atol=float(atol), whole=whole, settings=_settings(ra.meta, rb.meta),
+        keys=dict(zip(common_keys, _POOL.map(lambda k: _compare_key(ra, rb, k, full, atol, whole), common_keys))),
         summaries={s: _compare_summary(ra, rb, s, lo, last, atol, whole) for s in sorted(sums)} if compared else {},
         only_a=[k for k in ra.keys if k not in rb.tensors], only_b=[k for k in rb.keys if k not in ra.tensors],
         summaries_only_a=sorted(set(ra.summaries) - set(rb.summaries)),

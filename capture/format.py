@@ -140,19 +140,25 @@ def shard_chunks(data: bytes, n: int) -> list[bytes | None]:
     return [None if off == EMPTY else data[off:off + size] for off, size in zip(entries[::2], entries[1::2])]
 
 
-def read_shard_chunk(file: Path, n: int, i: int) -> bytes | None:
-    """Chunk `i` of the n-chunk shard `file` (None if empty), reading only its index entry and its bytes."""
-    with open(file, "rb") as f:
-        fd = f.fileno()
-        size = os.fstat(fd).st_size
-        if size < 16 * n:
-            raise ValueError(f"corrupt shard {file}: {size} bytes is less than its index")
-        off, nbytes = struct.unpack("<QQ", os.pread(fd, 16, size - 16 * (n - i)))
-        if off == EMPTY:
-            return None
-        if off + nbytes > size - 16 * n:
-            raise ValueError(f"corrupt shard {file}: chunk {i} lies outside the data")
-        return os.pread(fd, nbytes, off)
+def read_shard_chunk(store, key: str, n: int, i: int) -> bytes | None:
+    """Chunk `i` of the n-chunk shard `key` of `store` (a capture.store.Store; None if empty), reading
+    only the shard's index (one read from its end, which also gives its size) and the chunk's bytes.
+
+    Raises ValueError, naming the file in one line, for a shard shorter than its index or an index
+    entry pointing outside the shard's data (a reader turns it into a RecordingError)."""
+    index, size = store.get_tail(key, 16 * n)
+    if size < 16 * n:
+        raise ValueError(f"corrupt shard {store.describe(key)}: {size} bytes is less than its {16 * n}-byte index (truncated?)")
+    off, nbytes = struct.unpack_from("<QQ", index, 16 * i)
+    if off == EMPTY and nbytes == EMPTY:
+        return None
+    if off + nbytes > size - 16 * n:
+        raise ValueError(f"corrupt shard {store.describe(key)}: the index puts chunk {i} at bytes {off}..{off + nbytes} "
+                         f"of {size - 16 * n} bytes of data")
+    data = store.get_range(key, off, nbytes)
+    if len(data) != nbytes:
+        raise ValueError(f"corrupt shard {store.describe(key)}: chunk {i} ended after {len(data)} of {nbytes} bytes")
+    return data
 
 
 def lock_writer(path: Path) -> int:

@@ -17,10 +17,11 @@ from typing import Callable
 
 import numpy as np
 
-from acc.conditions import CONDITIONS, RunConfig, make_config
+from acc.conditions import CONDITIONS, RunConfig, check_seed, make_config
 from acc.recipe import build_run, resolve_device
 from acc.step_inspector import StepTensorKey
 from capture import format as fmt
+from capture.crash import crash_point
 from capture.recorder import save_state
 from capture.recording import Recording, RecordingError
 from capture.runner import train_and_record
@@ -70,10 +71,20 @@ class LiveSession:
     def step(self, n: int) -> None:
         """Train and record n steps; they are on disk when this returns."""
         train_and_record(self.run, self.session, n, self.chunk_steps)
+        crash_point("live-step")
         self.session.sync()
 
     def close(self) -> None:
         self.session.close("complete")
+
+    def abandon(self) -> None:
+        """After a failure inside a step: drop the steps not yet handed to the writer, wait for those
+        that were, and close (the recording stays complete up to them, resumable)."""
+        self.session.discard()
+        try:
+            self.session.close("complete")
+        except Exception:  # the writer's own failure: what it published is intact
+            self.session.recorder.close()
 
 
 class InspectAPI:
@@ -136,8 +147,10 @@ class InspectAPI:
         condition, seed = args.get("condition", "bcl-slow"), args.get("seed", 0)
         if not isinstance(condition, str) or condition not in CONDITIONS:
             raise _Reply(400, f"unknown condition {condition!r}; choose one of: {', '.join(CONDITIONS)}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise _Reply(400, f"seed must be a non-negative integer, not {seed!r}")
+        try:
+            check_seed(seed)
+        except ValueError as e:
+            raise _Reply(400, str(e)) from None
         if not self._lock.acquire(blocking=False):
             raise _Reply(409, "a step is running; try again when it is done")
         try:
@@ -165,18 +178,21 @@ class InspectAPI:
             worker = threading.Thread(target=self._step_worker, args=(s, n), name="acc-capture-step", daemon=True)
             worker.start()
             worker.join()  # this request waits; others (state) are answered meanwhile
-            if s.steps != before:
-                self._changed(s.path)
             if self._error is not None:
-                # the model may have trained steps that never reached the disk: continue from the saved state
+                # the model may have trained steps that never reached the disk: keep what the writer was
+                # handed, then continue from the state saved with it
                 self.session = None
-                s.recorder.close()
+                s.abandon()
+                if s.steps != before:
+                    self._changed(s.path)
                 why = f"training failed after {s.steps - before} of {n} steps were recorded: {self._error}"
                 try:
                     self.session = LiveSession(s.path, self.device, s.chunk_steps)
                 except Exception as e:
                     raise _Reply(500, f"{why}; the session is closed ({e})") from None
                 raise _Reply(500, why)
+            if s.steps != before:
+                self._changed(s.path)
             last = s.steps - 1
             rec = Recording.open(s.path)
             return 200, {"step": last, "steps_completed": s.steps, "loss": float(rec.summary("loss")[last]),
@@ -258,8 +274,11 @@ def open_live_server(path: Path | None, condition: str | None, seed: int | None,
         raise LiveError("--condition and --seed are for a new recording; a recording continues with its own")
     if path is None and (condition := condition or "bcl-slow") not in CONDITIONS:
         raise LiveError(f"unknown condition {condition!r}; choose one of: {', '.join(CONDITIONS)}")
-    if seed is not None and seed < 0:
-        raise LiveError(f"--seed must not be negative, not {seed}")
+    if seed is not None:
+        try:
+            check_seed(seed)
+        except ValueError as e:
+            raise LiveError(str(e)) from None
     if path is not None:
         try:
             rec = Recording.open(path)

@@ -9,7 +9,7 @@ overlaps training. `capture.session` (`record()`) is the one way steps reach the
 from __future__ import annotations
 
 import datetime as _dt
-import os
+import io
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +27,8 @@ from zarr.codecs import BytesCodec, ShardingCodec
 from acc.step_inspector import TensorKey
 from capture import format as fmt
 from capture.codecs import IsalGzipCodec
+from capture.crash import crash_point
+from capture.store import PARTIAL, Store, WriterLock, open_store
 
 CHUNK_KEYS = {"name": "default", "separator": "."}  # c.17.0.0: one flat folder per array, no mkdir per step
 COMPRESSOR = IsalGzipCodec(level=1)  # plain gzip on disk: browsers decode it natively (DecompressionStream)
@@ -73,7 +75,7 @@ class _Chunker:
     empty chunks in a shard.
     """
 
-    def __init__(self, root: Path, arr: zarr.Array, start_step: int):
+    def __init__(self, store: Store, arr: zarr.Array, start_step: int):
         files = fmt.file_layout(arr)
         if files is None:
             raise ValueError(f"{arr.path} has codecs {arr.metadata.codecs}; this recorder writes bytes(little) + gzip")
@@ -84,7 +86,7 @@ class _Chunker:
             first = self.index * self.per_file
             if self.sharded:
                 try:
-                    data = (root / fmt.chunk_key(arr, self.index)).read_bytes()
+                    data = store.get(fmt.chunk_key(arr, self.index))
                     self.encoded[: start_step - first] = fmt.shard_chunks(data, self.per_file)[: start_step - first]
                 except FileNotFoundError:  # none of its steps kept full tensors
                     pass
@@ -153,54 +155,53 @@ def _gzip(data: np.ndarray) -> bytes:
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="acc-capture-write")
 
 
-def _write_files(root: Path, files: list[tuple[str, Callable[[], bytes]]]) -> None:
-    """Encode each file and write it atomically (a temporary name, then a rename), two at a time.
+def _write_files(store: Store, files: list[tuple[str, Callable[[], bytes]]]) -> None:
+    """Encode each file and write it atomically (`Store.put`: a temporary name then a rename on disk,
+    one PUT in an object store), two at a time; to an object store, encode two at a time and upload
+    many at a time.
 
     Encoding here, rather than through zarr's setitem, skips zarr's per-chunk bookkeeping (which
     costs more than the compression) and its read-modify-write of partial chunks and shards.
     `_Chunker` checks that every array has a layout this encodes (`format.file_layout`).
     """
-
-    def put(item: tuple[str, Callable[[], bytes]]) -> None:
-        key, encode = item
-        data = encode()
-        target = root / key
-        tmp = target.with_name(target.name + ".partial")
-        try:
-            tmp.write_bytes(data)
-        except FileNotFoundError:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
-        os.replace(tmp, target)
-
-    for _ in _POOL.map(put, files):  # (raises the first error)
+    if store.local is None:
+        store.put_many(_POOL.map(lambda item: (item[0], item[1]()), files))
+        return
+    for _ in _POOL.map(lambda item: store.put(item[0], item[1]()), files):  # (raises the first error)
         pass
 
 
-def _state_file(path: Path, step: int) -> Path:
-    return path / fmt.STATE_GROUP / f"step-{step:08d}.pt"
+def _state_key(step: int) -> str:
+    return f"{fmt.STATE_GROUP}/step-{step:08d}.pt"
 
 
-def save_state(path: Path, step: int, state: dict) -> None:
+def save_state(store: Store | Path, step: int, state: dict) -> None:
     """The training state after `step` steps, written atomically (loaded with weights_only=True)."""
-    target = _state_file(path, step)
-    tmp = target.with_name(target.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, target)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    open_store(store).put(_state_key(step), buffer.getvalue())
 
 
-def load_state(path: Path, step: int) -> dict:
-    file = _state_file(path, step)
-    if not file.is_file():
-        raise FileNotFoundError(f"no saved training state for step {step} in {path}")
-    return torch.load(file, weights_only=True)
+def has_state(store: Store | Path, step: int) -> bool:
+    return open_store(store).exists(_state_key(step))
 
 
-def prune_states(path: Path, keep: int) -> None:
+def load_state(store: Store | Path, step: int) -> dict:
+    store = open_store(store)
+    try:
+        data = store.get(_state_key(step))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no saved training state for step {step} in {store}") from None
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+def prune_states(store: Store | Path, keep: int) -> None:
     """Remove the saved states other than `keep` (after `keep` is published)."""
-    for f in (path / fmt.STATE_GROUP).glob("step-*.pt*"):
-        if f != _state_file(path, keep):
-            f.unlink(missing_ok=True)
+    store = open_store(store)
+    for key, _ in store.list(fmt.STATE_GROUP):
+        name = key.rsplit("/", 1)[-1]
+        if name.startswith("step-") and ".pt" in name and key != _state_key(keep):
+            store.delete(key)
 
 
 def versions() -> dict[str, str]:
@@ -227,12 +228,14 @@ class Recorder:
     `steps_completed` at `finish()`. `steps_completed` in the root attributes is raised only after
     every file of those steps, and the training state that continues from there, are written; each
     file is replaced atomically, so a kill at any moment leaves the completed steps intact and
-    resumable. The process holds an flock on the directory while it writes (`format.lock_writer`).
+    resumable. The process holds the recording's writer lock while it writes (`Store.lock`: an
+    flock on a local directory, a lock object in an object store).
     """
 
-    def __init__(self, path: Path, root: zarr.Group, meta: dict, lock: int, vocabulary: type[TensorKey],
+    def __init__(self, store: Store, root: zarr.Group, meta: dict, lock: WriterLock, vocabulary: type[TensorKey],
                  expect_steps: int = 0):
-        self.path, self.root, self.meta, self._lock = Path(path), root, meta, lock
+        self.store, self.root, self.meta, self._lock = store, root, meta, lock
+        self.path: Path | str = store.location
         self.vocabulary, self.expect_steps = vocabulary, expect_steps
         self.steps_completed: int = meta["steps_completed"]
         self.policy = Policy.from_dict(meta["policy"] or {})
@@ -240,15 +243,17 @@ class Recorder:
         self.summaries = dict(root["summary"].arrays())
         self.capacity = min((a.shape[0] for a in [*self.tensors.values(), *self.summaries.values()]), default=0)
         self._specs: dict[str, fmt.Summary] | None = None  # the summaries computed, known at the first write
-        self._chunkers = {arr.path: _Chunker(self.path, arr, self.steps_completed)
+        self._chunkers = {arr.path: _Chunker(self.store, arr, self.steps_completed)
                           for arr in [*self.tensors.values(), *self.summaries.values()]}
 
     @classmethod
-    def create(cls, path: Path, vocabulary: type[TensorKey], policy: Policy, expect_steps: int = 0, **meta) -> Recorder:
-        """A new recording at `path` (its directory is cleared), with no arrays until the first write.
+    def create(cls, path: Path | str | Store, vocabulary: type[TensorKey], policy: Policy, expect_steps: int = 0,
+               **meta) -> Recorder:
+        """A new recording at `path` (a directory, cleared; or a URL), with no arrays until the first write.
         `meta` goes into the root attributes: condition, config, seed, device, note, command, recipe."""
-        root = zarr.open_group(path, mode="w", zarr_format=3)  # (clears the directory)
-        lock = fmt.lock_writer(Path(path))
+        store = open_store(path)
+        root = zarr.open_group(store.zarr(read_only=False), mode="w", zarr_format=3)  # (clears the directory)
+        lock = store.lock()
         meta = {
             "format": fmt.FORMAT_VERSION, "status": "recording", "steps_completed": 0, "keys": [],
             "key_table": vocabulary.table(), "vocabulary": vocabulary.__name__,
@@ -259,10 +264,10 @@ class Recorder:
         root.create_group("summary")
         root.create_group(fmt.STATE_GROUP)
         root.attrs[fmt.ATTRS_KEY] = meta
-        return cls(path, root, meta, lock, vocabulary, expect_steps)
+        return cls(store, root, meta, lock, vocabulary, expect_steps)
 
     @classmethod
-    def append(cls, path: Path, vocabulary: type[TensorKey], command: str, expect_steps: int = 0,
+    def append(cls, path: Path | str | Store, vocabulary: type[TensorKey], command: str, expect_steps: int = 0,
                need_state: bool = True) -> tuple[Recorder, dict | None]:
         """Reopen a recording to add steps after its completed ones.
 
@@ -271,24 +276,27 @@ class Recorder:
         discarded, stale `.partial` files included. Raises BlockingIOError if another process is
         writing it, FileNotFoundError if a state is needed and none was saved (nothing changed then).
         """
-        lock = fmt.lock_writer(Path(path))
+        store = open_store(path)
+        lock = store.lock()
         try:
-            root = zarr.open_group(path, mode="r+", zarr_format=3)
+            root = zarr.open_group(store.zarr(read_only=False), mode="r+", zarr_format=3)
             meta = dict(root.attrs[fmt.ATTRS_KEY])
             done = meta["steps_completed"]
-            has_state = _state_file(Path(path), done).is_file()
-            if need_state and not has_state:
+            saved = has_state(store, done)
+            if need_state and not saved:
                 raise FileNotFoundError(f"no saved training state for step {done} in {path}")
-            state = load_state(Path(path), done) if has_state else None
-            for stale in Path(path).rglob("*.partial"):
-                stale.unlink(missing_ok=True)
-            recorder = cls(path, root, meta, lock, vocabulary, expect_steps)
+            state = load_state(store, done) if saved else None
+            for key, _ in store.list():
+                if key.endswith(PARTIAL):
+                    store.delete(key)
+            recorder = cls(store, root, meta, lock, vocabulary, expect_steps)
             recorder._resize(done)  # drops the chunks of discarded steps
             meta["status"] = "recording"
             meta["resumed"] = [*meta.get("resumed", []), {"at_step": done, "command": command, "time": _now()}]
             root.attrs[fmt.ATTRS_KEY] = meta
+            crash_point("resume")
         except BaseException:
-            os.close(lock)
+            lock.release()
             raise
         return recorder, state
 
@@ -340,7 +348,7 @@ class Recorder:
                 fill_value=fmt.fill_value(np.dtype(dtype)), dimension_names=("step", *dims), chunk_key_encoding=CHUNK_KEYS)
         self.capacity = capacity
         self.meta["keys"] = stored
-        self._chunkers = {arr.path: _Chunker(self.path, arr, 0) for arr in self._arrays()}
+        self._chunkers = {arr.path: _Chunker(self.store, arr, 0) for arr in self._arrays()}
 
     def write(self, steps: list[tuple[int, dict[TensorKey, torch.Tensor]]], state: dict | None = None) -> None:
         """Append committed steps (in order, starting at steps_completed) and the state after them; then publish."""
@@ -367,14 +375,16 @@ class Recorder:
         for name, values in sums.items():
             if name in self.summaries:
                 files += self._chunkers[self.summaries[name].path].files(t0, values, None)
-        _write_files(self.path, files)
+        _write_files(self.store, files)
         if state is not None:
-            save_state(self.path, t1, state)
+            save_state(self.store, t1, state)
+        crash_point("data-written")
         self.steps_completed = t1
         self.meta["steps_completed"] = t1
         self._write_meta()
+        crash_point("published")
         if state is not None:
-            prune_states(self.path, keep=t1)
+            prune_states(self.store, keep=t1)
 
     def _write_meta(self) -> None:
         self.root.attrs[fmt.ATTRS_KEY] = self.meta
@@ -390,7 +400,7 @@ class Recorder:
 
     def close(self) -> None:
         if self._lock is not None:
-            os.close(self._lock)  # (releases the flock)
+            self._lock.release()
             self._lock = None
 
 

@@ -15,6 +15,7 @@ from isal import igzip
 from acc.step_inspector import RENDERS
 from capture import format as fmt
 from capture.codecs import use_fast_gzip
+from capture.store import DirStore, Store, StoreError, open_store
 
 use_fast_gzip()  # the same gzip bytes, decoded by ISA-L: reading a step is about twice as fast
 
@@ -23,16 +24,32 @@ class RecordingError(Exception):
     """The path is not a readable recording; the message says why in one line."""
 
 
-def _read_meta(path: Path) -> dict:
-    if not path.exists():
-        raise RecordingError(f"no such directory: {path}")
-    if not path.is_dir():
-        raise RecordingError(f"not a recording (not a directory): {path}")
-    meta_file = path / "zarr.json"
-    if not meta_file.is_file():
-        raise RecordingError(f"not a recording (no zarr.json): {path}")
+def open_recording_store(location: str | Path | Store) -> Store:
+    """The store of the recording at `location` (a directory, a zip file, a URL), or RecordingError."""
     try:
-        doc = json.loads(meta_file.read_text())
+        store = open_store(location)
+    except StoreError as e:
+        raise RecordingError(str(e)) from None
+    if isinstance(store, DirStore):
+        if not store.local.exists():
+            raise RecordingError(f"no such directory: {store.local}")
+        if not store.local.is_dir():
+            raise RecordingError(f"not a recording (not a directory, nor a zip file): {store.local}")
+    return store
+
+
+def _read_meta(store: Store) -> dict:
+    path, meta_file = store.location, store.describe("zarr.json")
+    try:
+        text = store.get("zarr.json")
+    except (FileNotFoundError, IsADirectoryError):
+        raise RecordingError(f"not a recording (no zarr.json): {path}") from None
+    except (StoreError, PermissionError) as e:
+        raise RecordingError(str(e)) from None
+    except OSError as e:
+        raise RecordingError(f"cannot read {meta_file}: {e.strerror or e}") from None
+    try:
+        doc = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RecordingError(f"corrupt {meta_file}: {e}") from None
     attrs = doc.get("attributes") if isinstance(doc, dict) else None
@@ -45,7 +62,18 @@ def _read_meta(path: Path) -> dict:
     if meta["format"] == 1:  # before the key table: every v1 recording is a BCL run
         meta = {**meta, "key_table": fmt.v1_key_table(), "vocabulary": "StepTensorKey", "recipe": fmt.BCL_RECIPE}
     check_meta(meta, str(meta_file))
-    return meta
+    return with_defaults(meta)
+
+
+def with_defaults(meta: dict) -> dict:
+    """The metadata with every optional field present (what an older or hand-made recording left
+    out reads as its default), so that readers need not guess."""
+    policy = {"full_every": None, "full_steps": [], "large_float": "float32", "only": None, **(meta.get("policy") or {})}
+    table = [{"name": e["key"].upper(), "signed": False, "description": "", **e} for e in meta["key_table"]]
+    defaults = {"condition": None, "recipe": None, "vocabulary": None, "seed": None, "device": None, "note": "",
+                "command": "", "created": None, "versions": {}, "resumed": []}
+    return {**defaults, **{k: v for k, v in meta.items() if v is not None or k not in ("note", "command", "versions", "resumed")},
+            "policy": policy, "key_table": table}
 
 
 def _is_int(v) -> bool:
@@ -119,31 +147,81 @@ def check_meta(meta: dict, where: str) -> None:
 _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="acc-capture-read")
 
 
-def _read_row(path: Path, arr: zarr.Array, files: fmt.Files | None, n: int) -> np.ndarray:
+def _read_row(store: Store | Path, arr: zarr.Array, files: fmt.Files | None, n: int) -> np.ndarray:
     """Step `n` of one array. In the layouts this tool writes (`format.file_layout`), the bytes of
-    the step are read from its file and decoded by ISA-L directly (zarr's generic path costs
-    twice as much or more); otherwise zarr reads it."""
+    the step are read from its file in `store` (a Store, or a recording directory) and decoded by
+    ISA-L directly (zarr's generic path costs twice as much or more); otherwise zarr reads it."""
+    store = open_store(store)
     if files is None:
-        return arr[n]
+        try:
+            return arr[n]
+        except Exception as e:  # whatever zarr makes of a damaged chunk: one line, not a traceback
+            raise RecordingError(f"corrupt data in {store.describe(arr.path)} at step {n}: "
+                                 f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]) from None
     index, row = divmod(n, files.steps)
-    file = path / fmt.chunk_key(arr, index)
+    key = fmt.chunk_key(arr, index)
+    file = store.describe(key)
     try:
-        packed = fmt.read_shard_chunk(file, files.steps, row) if files.sharded else file.read_bytes()
-    except FileNotFoundError:  # an unwritten chunk reads as the fill value
-        packed = None
-    if packed is None:
-        return np.full(arr.shape[1:], arr.fill_value, dtype=arr.dtype)
-    values = np.frombuffer(igzip.decompress(packed), arr.dtype.newbyteorder("<"))
+        try:
+            packed = fmt.read_shard_chunk(store, key, files.steps, row) if files.sharded else store.get(key)
+        except FileNotFoundError:  # an unwritten chunk reads as the fill value
+            packed = None
+        if packed is None:
+            return np.full(arr.shape[1:], arr.fill_value, dtype=arr.dtype)
+        values = np.frombuffer(igzip.decompress(packed), arr.dtype.newbyteorder("<"))
+        if not files.sharded:
+            values = values.reshape(arr.chunks)[row]
+        return values.reshape(arr.shape[1:]).astype(arr.dtype)
+    except (ValueError, EOFError, OSError, StoreError, igzip.igzip_lib.IsalError) as e:  # a truncated file, a bad index entry, broken gzip
+        text = " ".join(str(e).split())
+        raise RecordingError(text if file in text else f"corrupt data in {file} (step {n}): {text}") from None
+
+
+def _read_file(store: Store, arr: zarr.Array, index: int, steps: int) -> np.ndarray:
+    """Steps [index * per_file, + steps) of `arr`, from its file `index` read whole (see `format.file_layout`)."""
+    files = fmt.file_layout(arr)
+    key = fmt.chunk_key(arr, index)
+    shape, dtype = arr.shape[1:], arr.dtype
+    try:
+        data = store.get(key)
+    except FileNotFoundError:  # no step of this file was written: the fill value
+        return np.full((steps, *shape), arr.fill_value, dtype=dtype)
+    little = dtype.newbyteorder("<")
     if not files.sharded:
-        values = values.reshape(arr.chunks)[row]
-    return values.reshape(arr.shape[1:]).astype(arr.dtype)
+        return np.frombuffer(igzip.decompress(data), little).reshape(files.steps, *shape)[:steps].astype(dtype)
+    out = np.empty((steps, *shape), dtype=dtype)
+    for i, chunk in enumerate(fmt.shard_chunks(data, files.steps)[:steps]):
+        out[i] = arr.fill_value if chunk is None else np.frombuffer(igzip.decompress(chunk), little).reshape(shape)
+    return out
+
+
+def _lazy(store: Store, arr: zarr.Array, steps: int, name: str):
+    """Steps [0, steps) of `arr` as a dask array of one chunk per file (one task reads one file)."""
+    import dask
+    import dask.array as da
+
+    files = fmt.file_layout(arr)
+    if files is None:  # a layout this tool does not write: zarr reads it, a chunk at a time
+        return da.from_zarr(arr, name=name)[:steps]
+    blocks = []
+    for index, first in enumerate(range(0, steps, files.steps)):
+        n = min(files.steps, steps - first)
+        task = dask.delayed(_read_file, pure=True)(store, arr, index, n, dask_key_name=f"read-{name}-{index}")
+        blocks.append(da.from_delayed(task, shape=(n, *arr.shape[1:]), dtype=arr.dtype, name=f"{name}-{index}"))
+    return da.concatenate(blocks, axis=0)
 
 
 class Recording:
-    """A recording on disk. Only its first `steps` (= steps_completed) steps are trusted."""
+    """A recording: a directory, a zip file (`acc-capture pack`) or a URL (`s3://bucket/prefix`).
+    Only its first `steps` (= steps_completed) steps are trusted.
 
-    def __init__(self, path: Path, meta: dict, root: zarr.Group):
-        self.path, self.meta, self._root = path, meta, root
+    `path` is where it is (a Path for a directory or a zip, the URL string otherwise), `store` its
+    files (capture.store), `name` the last part of its path."""
+
+    def __init__(self, store: Store, meta: dict, root: zarr.Group):
+        self.store, self.meta, self._root = store, meta, root
+        self.path: Path | str = store.location
+        self.name: str = store.name
         self.steps: int = int(meta["steps_completed"])
         self.key_table: list[dict] = [e for e in meta["key_table"]]
         order = {e["key"]: i for i, e in enumerate(self.key_table)}
@@ -155,16 +233,18 @@ class Recording:
         self._files = {k: fmt.file_layout(arr) for k, arr in self.tensors.items()}
         for name, arr in [*self.tensors.items(), *self.summaries.items()]:
             if arr.shape[0] < self.steps:
-                raise RecordingError(f"corrupt recording {path}: steps_completed is {self.steps} but {name} "
+                raise RecordingError(f"corrupt recording {self.path}: steps_completed is {self.steps} but {name} "
                                      f"holds {arr.shape[0]} steps")
 
     @classmethod
-    def open(cls, path: str | Path) -> Recording:
-        path = Path(path)
-        meta = _read_meta(path)
+    def open(cls, path: str | Path | Store) -> Recording:
+        """Open the recording at a directory, a zip file or a URL (RecordingError, one line, if it is none)."""
+        store = open_recording_store(path)
+        path = store.location
+        meta = _read_meta(store)
         try:
-            root = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r", zarr_format=3)
-            return cls(path, meta, root)
+            root = zarr.open_group(store.zarr(read_only=True), mode="r", zarr_format=3)
+            return cls(store, meta, root)
         except RecordingError:
             raise
         except Exception as e:  # whatever zarr makes of damaged array metadata: one line, not a traceback
@@ -174,13 +254,15 @@ class Recording:
     def status(self) -> str:
         """complete, recording (a writer is at work) or interrupted (stopped before it finished)."""
         status = self.meta["status"]
-        if status == "recording" and not fmt.writer_alive(self.path):
+        if status == "recording" and not self.store.writer_alive():
             return "interrupted"
         return status
 
     @functools.cached_property
     def full_capture(self) -> np.ndarray:
         """[steps] bool: which steps have their full tensors."""
+        if fmt.FULL_CAPTURE not in self.summaries and self.steps == 0:  # stopped before its first write: no arrays
+            return np.zeros(0, dtype=bool)
         return self.summary(fmt.FULL_CAPTURE)
 
     def summary(self, name: str) -> np.ndarray:
@@ -195,11 +277,68 @@ class Recording:
             raise IndexError(f"step {n} is not in this recording (steps 0..{self.steps - 1})")
         if not self.full_capture[n]:
             raise LookupError(f"step {n} kept summaries only (policy {self.meta.get('policy')}); see .full_capture")
-        values = _POOL.map(lambda k: _read_row(self.path, self.tensors[k], self._files[k], n), self.tensors)
+        values = _POOL.map(lambda k: _read_row(self.store, self.tensors[k], self._files[k], n), self.tensors)
         return dict(zip(self.tensors, values))
 
+    def to_xarray(self):
+        """The completed steps as one lazy xarray Dataset (needs xarray and dask: `pip install acc-capture[analysis]`).
+
+        - one variable per stored tensor, under its key (`rank_score`: step, image, feature), and one
+          per summary, prefixed `summary_` (`summary_loss`, `summary_full_capture`, ...);
+        - the recording's dimension names, a `step` coordinate 0..steps-1 (only the completed steps,
+          for an interrupted recording too), the run's attributes (`ds.attrs`: the root attributes,
+          with the status as `Recording.status` says) and each key's table entry (`ds[key].attrs`);
+        - dask chunks aligned with the files: one chunk per shard (20 steps) of a large tensor, per
+          64-step chunk of a small one, per 1024 steps of a summary; a task reads its file whole
+          (one read, also from a bucket) and decodes it with ISA-L, as `step()` does;
+        - values as stored (no masking): a step without full tensors reads as the fill value (NaN, -1).
+
+        It reads from wherever the recording is (a directory, a zip, a bucket), and its graph
+        pickles (the store, not the data), so a dask.distributed cluster computes it in parallel.
+        Plain `xarray.open_zarr(path, group="tensors")` opens the same arrays too (one task a step).
+        """
+        import xarray as xr
+
+        attrs = {**self.meta, "status": self.status}
+        if not self.steps:
+            return xr.Dataset(coords={"step": np.arange(0)}, attrs=attrs)
+        table = {e["key"]: e for e in self.key_table}
+        token = f"{self.store.location}|{self.meta.get('created')}|{self.steps}"
+        variables = {}
+        for name, arr in [*self.tensors.items(), *((f"summary_{n}", a) for n, a in self.summaries.items())]:
+            dims = tuple(arr.metadata.dimension_names or [f"{name}_dim_{i}" for i in range(arr.ndim)])
+            entry = table.get(name, {})
+            variables[name] = xr.Variable(dims, _lazy(self.store, arr, self.steps, f"{name}-{token}"),
+                                          {f: entry[f] for f in ("dims", "render", "signed", "description") if f in entry})
+        return xr.Dataset(variables, coords={"step": np.arange(self.steps)}, attrs=attrs)
+
     def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+        """Bytes of every file of the recording (of the zip file, for a packed one)."""
+        return self.store.total_size()
+
+    def changed_settings(self) -> list[tuple[str, object]]:
+        """The settings of the run that differ from its condition's defaults, as ("bcl.som_lr", 0.005)
+        pairs (a setting the defaults have and the run lacks: None); for a recording not made by
+        `acc-capture run`, or of a condition unknown here, its whole config."""
+        from acc.conditions import CONDITIONS
+
+        config = _flat(self.meta.get("config") or {})
+        if self.recipe != fmt.BCL_RECIPE or self.condition not in CONDITIONS:
+            return list(config.items())
+        defaults = _flat(CONDITIONS[self.condition].to_dict())
+        missing = object()
+        changed = [(k, v) for k, v in config.items() if defaults.get(k, missing) != v]
+        return changed + [(k, None) for k in defaults if k not in config]
 
     def __repr__(self) -> str:
         return f"Recording({str(self.path)!r}, condition={self.condition!r}, steps={self.steps}, status={self.status!r})"
+
+
+def _flat(d, prefix: str = "") -> dict:
+    """A nested configuration as {"bcl.som_lr": 0.001, ...} (an empty or null group stays one entry)."""
+    if not isinstance(d, dict) or not d:
+        return {prefix: d} if prefix else {}
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out

@@ -29,6 +29,7 @@ import torch
 from acc.step_inspector import CaptureError, StepInspector, TensorKey
 from capture import format as fmt
 from capture.recorder import BackgroundWriter, Policy, Recorder
+from capture.store import Store, is_url, open_store
 
 __all__ = ["CaptureError", "RecordingSession", "record"]
 
@@ -64,7 +65,7 @@ class RecordingSession:
                expect_steps: int = 0) -> tuple[RecordingSession, dict]:
         """Go on with a recording after its completed steps; also returns the training state saved there
         (FileNotFoundError if none was, BlockingIOError if another process is writing the recording)."""
-        recorder, state = Recorder.append(Path(path), keys, command, expect_steps)
+        recorder, state = Recorder.append(path, keys, command, expect_steps)
         return cls(recorder, chunk_steps), state
 
     def sync(self) -> None:
@@ -116,6 +117,11 @@ class RecordingSession:
         if self._pending or state is not None:
             self._writer.submit(self._pending, state)
             self._pending = []
+
+    def discard(self) -> None:
+        """Drop the step being captured and the committed steps not yet handed to the writer."""
+        self.inspector._current = {}
+        self._pending = []
 
     # -- the end
     def close(self, status: str = "complete") -> None:
@@ -177,6 +183,25 @@ def check_path(path: Path, force: bool) -> None:
         raise FileExistsError(f"another process is writing {path}; not replacing it")
 
 
+def check_store(store: Store, force: bool) -> None:
+    """check_path for a URL: reach the store and refuse to replace what we should not. Raises
+    StoreError (an unreachable endpoint, no such bucket, refused credentials), PermissionError,
+    FileExistsError; one line each, and nothing written."""
+    from capture.recording import Recording, RecordingError
+
+    store.check_writable()
+    if store.is_empty():
+        return
+    try:
+        Recording.open(store)
+    except RecordingError as e:
+        raise FileExistsError(f"{store} holds objects that are not a readable recording, refusing to touch them ({e})") from None
+    if not force:
+        raise FileExistsError(f"a recording already exists at {store}; pass force=True (--force) to replace it")
+    if store.writer_alive():
+        raise FileExistsError(f"another process is writing {store}; not replacing it")
+
+
 def record(path: str | Path, keys: type[TensorKey], *, note: str = "", config: dict | None = None,
            seed: int | None = None, full_every: int | None = None, full_steps: list[tuple[int, int]] | None = None,
            only: list[TensorKey | str] | None = None, dtype: str = "float32", chunk_steps: int = 20,
@@ -189,8 +214,10 @@ def record(path: str | Path, keys: type[TensorKey], *, note: str = "", config: d
     - `dtype="float16"`: store the large float32 tensors as halves (summaries stay exact).
     - `chunk_steps`: steps written at a time, behind the loop.
     - `force`: replace a recording already at `path`.
+    `path` is a directory, or a URL (`s3://bucket/prefix` with the AWS_* variables, `gs://`,
+    `memory://name`): the same files, uploaded behind the loop (capture.store).
     Raises ValueError for a bad argument, FileExistsError / PermissionError for a path it must not
-    or cannot write; nothing is written then. (`meta`, for the tool's own recipe: condition, device,
+    or cannot write, StoreError for a store it cannot reach; nothing is written then. (`meta`, for the tool's own recipe: condition, device,
     command, recipe, and expect_steps, a hint of how many steps will come.)
     """
     if unknown := set(meta) - {"condition", "device", "command", "recipe", "expect_steps"}:
@@ -208,12 +235,18 @@ def record(path: str | Path, keys: type[TensorKey], *, note: str = "", config: d
         raise ValueError(f"full_steps must be (start, end) ranges with 0 <= start <= end, not {full_steps!r}")
     stored = None if only is None else [StepInspector(keys).key(k).value for k in only]
     _check_json(config)
-    path = Path(path)
-    check_path(path, force)
-    if path.exists() and any(path.iterdir()):
-        import shutil
+    if is_url(path):  # an object store: reached and checked before anything is written
+        path = open_store(path)
+        check_store(path, force)
+        if not path.is_empty():
+            path.clear()
+    else:
+        path = Path(path)
+        check_path(path, force)
+        if path.exists() and any(path.iterdir()):
+            import shutil
 
-        shutil.rmtree(path)
+            shutil.rmtree(path)
     policy = Policy(stored, full_every, ranges, dtype)
     recorder = Recorder.create(path, keys, policy, meta.pop("expect_steps", 0), note=note, config=config, seed=seed, **meta)
     return RecordingSession(recorder, chunk_steps)

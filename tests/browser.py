@@ -46,7 +46,7 @@ def serve_in_thread(path: Path) -> Served:
     """The viewer's own server over `path`, on 127.0.0.1 and a free port, in a thread."""
     from viewer import make_server
 
-    server = make_server(path, 0)
+    server = make_server(path)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
 
@@ -159,6 +159,21 @@ def wait_step(pg, step: int) -> None:
 def wait_worker(pg) -> None:
     # (a function, not an expression: the page's CSP forbids the eval that polling an expression takes)
     pg.wait_for_function("() => window.accViewer && window.accViewer.store.workerReady", timeout=15000)
+
+
+# JS: whether the section holding what `selector` finds shows `step` (null: the page's step), the page ready
+SECTION_SHOWS = """([selector, step]) => {
+  const root = document.documentElement;
+  const section = document.querySelector(selector).closest('[data-section]');
+  return root.dataset.ready === 'true' && section.dataset.step === String(step === null ? root.dataset.step : step);
+}"""
+
+
+def show(pg, selector: str, step: int | None = None, block: str = "center") -> None:
+    """Scroll what `selector` finds into view and wait until its section is drawn for `step` (default: the
+    page's): the page draws a section only while it is in view (data-ready speaks for those)."""
+    pg.locator(selector).first.evaluate(f"e => e.scrollIntoView({{ block: '{block}' }})")
+    pg.wait_for_function(SECTION_SHOWS, arg=[selector, step], timeout=15000)
 
 
 # JS: which canvases in a section have content (more than one distinct pixel value)

@@ -9,6 +9,7 @@ identities the spec states as "identical" are compared bit for bit.
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 import zarr
 
 import acc
+from acc.recipe import resolve_device
 from acc.step_inspector import StepTensorKey
 
 EPS = 1e-8
@@ -130,7 +132,9 @@ def test_root_attributes_bcl(bcl):
     assert m["condition"] == "bcl-slow"
     assert m["seed"] == 0
     assert m["note"] == "fixture"
-    assert m["device"] == "cpu"
+    # the device the fixture asked for (`auto`, unless its command names one): CUDA where there is one
+    asked = re.search(r"--device[ =](\S+)", m["command"])
+    assert m["device"] == resolve_device(asked.group(1) if asked else "auto")
     assert set(m["keys"]) == set(COMMON_KEYS) | set(BCL_KEYS) and len(m["keys"]) == 27
     assert m["config"]["bcl"] == {"som_lr": 0.001, "neighborhood_k": 8, "temperature": 5.0, "recompute_every": 50}
     assert m["config"]["model"]["hidden_dim"] == D and m["config"]["model"]["input_dim"] == P

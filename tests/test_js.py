@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +19,8 @@ import pytest
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec
 
+from capture.store import open_store
+from conftest import _missing
 from viewer.build import array_meta, shard_index
 
 JS_TESTS = Path(__file__).parent / "js"
@@ -60,21 +63,54 @@ def write_fixture(root: Path) -> None:
         values = arr[:].reshape(arr.shape[0], -1)
         steps = [[None if np.isnan(v) else float(v) for v in row] if values.dtype.kind == "f" else row.tolist() for row in values]
         out[name] = {"meta": meta, "steps": steps}
-    index, spec = shard_index(root, {name: a["meta"] for name, a in out.items()}, BUILT_STEPS)
+    index, spec = shard_index(open_store(root), {name: a["meta"] for name, a in out.items()}, BUILT_STEPS)
     spec["path"] = "shard-index.bin"
     (root / spec["path"]).write_bytes(index)
     (root / "expected.json").write_text(json.dumps({"arrays": out, "shard_index": spec}))
 
 
-def test_js_unit_tests_pass(tmp_path):
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("node is not installed; the viewer's JS unit tests need it (apt-get install nodejs)")
+@pytest.fixture(scope="module")
+def node() -> str:
+    """node: without it the JS tests cannot run, which fails the suite under CI (and skips them elsewhere)."""
+    found = shutil.which("node")
+    if found is None:
+        _missing("node is not installed; the viewer's JS unit tests need it (apt-get install nodejs)")
+    return found
+
+
+def node_test(node: str, files: list[str], fixture: Path | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "ACC_ZARR_FIXTURE"}
+    if fixture is not None:
+        env["ACC_ZARR_FIXTURE"] = str(fixture)
+    return subprocess.run([node, "--test", "--test-reporter=tap", *files], capture_output=True, text=True, timeout=120,
+                          env=env)
+
+
+def test_js_unit_tests_pass(node, tmp_path):
     files = sorted(str(p) for p in JS_TESTS.glob("*.test.mjs"))
     assert files, "no JS tests found"
     write_fixture(tmp_path / "zarr")
-    proc = subprocess.run([node, "--test", *files], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "ACC_ZARR_FIXTURE": str(tmp_path / "zarr")})
+    proc = node_test(node, files, tmp_path / "zarr")
     assert proc.returncode == 0, f"node --test failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
-    assert f"# pass {0}" not in proc.stdout
-    assert "# skipped 0" in proc.stdout, "the tests on zarr-python's own shards did not run"
+    assert not re.search(r"^# pass 0$", proc.stdout, re.M), "no JS test passed"
+    assert re.search(r"^# skipped 0$", proc.stdout, re.M), "some JS tests were skipped"
+    # every array of the fixture was read, in each of its three ways: none of those tests vanished
+    arrays = json.loads((tmp_path / "zarr" / "expected.json").read_text())["arrays"]
+    assert len(arrays) == 4
+    for name in arrays:
+        passed = re.findall(rf"^\s*ok \d+ - {re.escape(name)} \(", proc.stdout, re.M)
+        assert len(passed) == 3, f"{len(passed)} of the 3 tests on {name} passed:\n{proc.stdout[-3000:]}"
+
+
+def test_js_fixture_tests_fail_without_their_fixture(node, tmp_path):
+    """A fixture folder that is missing or empty fails the shard tests; with none named they show as skipped."""
+    files = [str(JS_TESTS / "zarr_files.test.mjs")]
+    missing = node_test(node, files, tmp_path / "missing")
+    assert missing.returncode != 0 and re.search(r"^# fail 1$", missing.stdout, re.M), missing.stdout
+    assert "names no readable fixture" in missing.stdout
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "expected.json").write_text('{"arrays": {}}')
+    empty = node_test(node, files, tmp_path / "empty")
+    assert empty.returncode != 0 and "not ok 1 - the fixture holds arrays" in empty.stdout, empty.stdout
+    unset = node_test(node, files, None)
+    assert unset.returncode == 0 and re.search(r"^# skipped 1$", unset.stdout, re.M), unset.stdout

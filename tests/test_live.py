@@ -2,7 +2,7 @@
 
 (a) the HTTP API over a real socket, against the server `serve` starts (in a thread, port 0);
 (b) serving a recording and stepping it continues it exactly as one longer run;
-(c) the page's Step buttons in headless Chromium;
+(c) the page's Step buttons in headless Chromium (the session's one, conftest.py);
 (d) the `serve` command itself: its lifecycle and its one-line errors.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import queue
 import re
 import shutil
 import signal
@@ -24,17 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zarr
 
+from browser import show
 from capture.cli import open_live_server
 from capture.live import MAX_STEPS_PER_REQUEST, LiveSession
 from capture.recording import Recording
-from conftest import CLI, acc
+from conftest import CLI, acc, assert_one_line_error, assert_same_recording, fork_cli
 from viewer import build, make_server
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 LOCAL = re.compile(r"^(http://127\.0\.0\.1:\d+/|data:|blob:)")
 
 
@@ -85,7 +81,7 @@ class Live:
 
 def start_live(path: Path, recordings_dir: Path) -> Live:
     """What `acc-capture serve PATH` starts, serving on a thread."""
-    server = open_live_server(path, device="cpu", port=0, recordings_dir=recordings_dir)
+    server = open_live_server(path, device="cpu", port=None, recordings_dir=recordings_dir)
     live = Live(server, path, threading.Thread(target=server.serve_forever, daemon=True))
     live.thread.start()
     return live
@@ -292,7 +288,7 @@ def test_teardown_then_setup(live, tmp_path):
 def test_static_servers_have_no_api(base, tmp_path):
     path = shutil.copytree(base, tmp_path / "static")
     build(Recording.open(path))
-    server = make_server(path, 0)
+    server = make_server(path)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         port = server.server_address[1]
@@ -313,76 +309,10 @@ def test_serve_then_step_continues_exactly_like_one_run(live, reference):
     status, answer = post(live.port, "/inspect/step", {"n": 10})
     assert status == 200 and answer["steps_completed"] == 30
     assert post(live.port, "/inspect/teardown", {})[0] == 200
-    got, want = zarr.open_group(live.path, mode="r"), zarr.open_group(reference, mode="r")
-    assert got.attrs["acc_capture"]["steps_completed"] == 30
-    for group in ("tensors", "summary"):
-        names = sorted(want[group].array_keys())
-        assert sorted(got[group].array_keys()) == names and names
-        for name in names:
-            a, b = got[group][name][:30], want[group][name][:30]
-            assert a.dtype == b.dtype and a.shape == b.shape, f"{group}/{name}"
-            assert a.tobytes() == b.tobytes(), f"{group}/{name} differs from the 30-step run"
+    assert_same_recording(live.path, reference, 30)
 
 
 # -- (c) the page --------------------------------------------------------------------------------------
-
-class BrowserThread:
-    """One headless Chromium driven from a thread of its own: Playwright's sync API refuses a thread that
-    already runs another instance of it (the viewer tests keep one open for the whole session)."""
-
-    def __init__(self):
-        self.jobs: queue.Queue = queue.Queue()
-        self.started = threading.Event()
-        self.failure: BaseException | None = None
-        self.thread = threading.Thread(target=self.loop, name="test-live-browser", daemon=True)
-        self.thread.start()
-        self.started.wait()
-        if self.failure:
-            raise self.failure
-
-    def loop(self) -> None:
-        try:
-            from playwright.sync_api import sync_playwright
-
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                self.started.set()
-                while (job := self.jobs.get()) is not None:
-                    fn, done, out = job
-                    try:
-                        out.append((True, fn(browser)))
-                    except BaseException as e:  # handed to the test's thread
-                        out.append((False, e))
-                    done.set()
-                browser.close()
-        except BaseException as e:
-            self.failure = e
-            self.started.set()
-
-    def run(self, fn):
-        """fn(browser) on the browser's thread; its result, or its exception raised here."""
-        done, out = threading.Event(), []
-        self.jobs.put((fn, done, out))
-        done.wait()
-        ok, value = out[0]
-        if not ok:
-            raise value
-        return value
-
-    def close(self) -> None:
-        self.jobs.put(None)
-        self.thread.join()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing; the viewer tests need Debian's chromium package")
-    b = BrowserThread()
-    yield b
-    b.close()
-
 
 @dataclass
 class Watch:
@@ -395,8 +325,9 @@ class Watch:
         return [e for e in items if not any(re.search(p, e) for p in self.expected)]
 
 
-def on_page(browser: BrowserThread, body) -> None:
-    """body(page) in a fresh page; fails on console errors, page errors, failed, bad or non-local requests."""
+def on_page(browser, body) -> None:
+    """body(page) in a fresh page of the session's Chromium (conftest.py); fails on console errors, page
+    errors, failed, bad or non-local requests, except those a test expects (`page.watch.expected`)."""
     def job(b):
         context = b.new_context(viewport={"width": 1440, "height": 900})
         watch = Watch()
@@ -423,7 +354,7 @@ def on_page(browser: BrowserThread, body) -> None:
         assert not watch.unexpected(watch.errors), watch.errors
         assert not watch.unexpected(watch.bad_responses), watch.bad_responses
         assert not outside, f"requests left 127.0.0.1: {outside}"
-    browser.run(job)
+    job(browser)
 
 
 def wait_step(pg, step: int) -> None:
@@ -459,6 +390,7 @@ def step_x10(page, live):
     buttons = page.locator("#live [data-act='train']")
     assert buttons.count() == 3 and all(buttons.nth(i).is_visible() for i in range(3))
     assert [buttons.nth(i).text_content() for i in range(3)] == ["Step", "Step ×10", "Step ×50"]
+    show(page, "[data-section='batch']", 19)  # (the page draws the sections in view)
     before = page.evaluate(BATCH_HASH)
     page.evaluate("window.sameDocument = true")  # gone if the page reloads
 
@@ -470,6 +402,7 @@ def step_x10(page, live):
     wait_step(page, 29)
     page.wait_for_selector("#live[data-state='idle']")
     assert page.evaluate("window.sameDocument") is True
+    show(page, "[data-section='batch']", 29)
     assert page.evaluate(BATCH_HASH) != before, "the batch images did not change"
     assert page.locator("#step-input").input_value() == "29"
     assert page.locator("#step-input").get_attribute("max") == "29"
@@ -552,7 +485,7 @@ def error_then_new_recording(page, live):
 
 
 def test_a_static_page_never_asks_for_the_api(browser, live):
-    static = make_server(live.path, 0)  # the same recording under `view`'s static server
+    static = make_server(live.path)  # the same recording under `view`'s static server
     threading.Thread(target=static.serve_forever, daemon=True).start()
 
     def body(page):
@@ -569,14 +502,6 @@ def test_a_static_page_never_asks_for_the_api(browser, live):
 
 # -- (d) the command ----------------------------------------------------------------------------------
 
-def one_error_line(proc) -> str:
-    assert proc.returncode == 1, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    return lines[0]
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -585,23 +510,27 @@ def free_port() -> int:
 
 def test_serve_bad_input_is_one_line(base, tmp_path):
     path = shutil.copytree(base, tmp_path / "rec")
-    assert "no such directory" in one_error_line(acc("serve", str(tmp_path / "nope"), "--no-open", check=False))
     (tmp_path / "empty").mkdir()
-    assert "not a recording" in one_error_line(acc("serve", str(tmp_path / "empty"), "--no-open", check=False))
-    assert "unknown condition" in one_error_line(acc("serve", "--condition", "nope", "--no-open", check=False, cwd=tmp_path))
-    assert "for a new recording" in one_error_line(acc("serve", str(path), "--condition", "control", check=False))
-    with socket.socket() as s:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    with socket.socket() as s:  # a port in use
         s.bind(("127.0.0.1", 0))
         s.listen()
-        port = s.getsockname()[1]
-        line = one_error_line(acc("serve", str(path), "--port", str(port), "--no-open", check=False))
-        assert "in use" in line
-        line = one_error_line(acc("serve", "--condition", "control", "--port", str(port), "--no-open", check=False,
-                                  cwd=tmp_path))
-        assert "in use" in line
+        port = str(s.getsockname()[1])
+        cases = {  # name -> (arguments, what the error line says)
+            "missing": (["serve", str(tmp_path / "nope"), "--no-open"], "no such directory"),
+            "empty": (["serve", str(tmp_path / "empty"), "--no-open"], "not a recording"),
+            "unknown_condition": (["serve", "--condition", "nope", "--no-open"], "unknown condition"),
+            "condition_for_a_recording": (["serve", str(path), "--condition", "control"], "for a new recording"),
+            "port_in_use": (["serve", str(path), "--port", port, "--no-open"], "in use"),
+            "port_in_use_new": (["serve", "--condition", "control", "--port", port, "--no-open"], "in use"),
+        }
+        procs = fork_cli({name: (args, cwd) for name, (args, _) in cases.items()}, tmp_path / "outputs")
+    for name, (_, words) in cases.items():
+        assert_one_line_error(procs[name], words)
     # nothing was touched or made
     assert not (path / "index.html").exists() and Recording.open(path).status == "complete"
-    assert not (tmp_path / "recordings").exists()
+    assert not any(cwd.iterdir())
 
 
 def test_serve_new_recording_until_ctrl_c(tmp_path):
@@ -637,3 +566,177 @@ def test_serve_new_recording_until_ctrl_c(tmp_path):
     finally:
         session.close()
     assert Recording.open(path).steps == 5
+
+
+# -- (e) the error paths ------------------------------------------------------------------------------
+
+def fail_in_the_second_chunk(live, drained: bool = True) -> tuple[int, dict]:
+    """A step of 10 whose model trains 5 steps that reach the disk, then 5 that never do, then fails.
+
+    `drained`: the first 5 are on disk before the failure is raised (the writer has finished them)."""
+    session = live.api.session
+    session.chunk_steps = 5
+    train, calls = session.run.trainer.train, []
+
+    def train_then_fail(n, **kw):
+        calls.append(n)
+        train(n, **kw)
+        if len(calls) == 2:
+            if drained:
+                session.session._writer.wait()
+            raise RuntimeError("simulated failure inside a step")
+    session.run.trainer.train = train_then_fail
+    status, answer = post(live.port, "/inspect/step", {"n": 10})
+    assert calls == [5, 5]
+    assert live.api.session is not session, "the session was not reopened"
+    return status, answer
+
+
+def test_a_training_failure_gives_500_and_the_session_reopens_from_the_saved_state(live, reference):
+    """500, and the session goes on from the last saved state (step 25, not the model's 30), so the run
+    continues exactly as one uninterrupted run."""
+    status, answer = fail_in_the_second_chunk(live)
+    assert status == 500, answer
+    assert "training failed after 5 of 10 steps were recorded" in answer["error"] and "simulated" in answer["error"]
+    assert "\n" not in answer["error"]
+    status, state = call(live.port, "GET", "/inspect/state")
+    assert status == 200 and state["active"] is True and state["busy"] is False and state["total_steps"] == 25
+    rec = Recording.open(live.path)
+    assert rec.steps == 25 and rec.status == "recording"
+    status, answer = post(live.port, "/inspect/step", {"n": 5})
+    assert status == 200 and answer["steps_completed"] == 30
+    assert post(live.port, "/inspect/teardown", {})[0] == 200
+    assert Recording.open(live.path).status == "complete"
+    assert_same_recording(live.path, reference, 30)
+
+
+def test_a_training_failure_waits_for_the_steps_handed_to_the_writer(live, monkeypatch):
+    """The same failure while the first chunk is still being written: the API must let it reach the disk
+    before it reopens the recording. (The writer is held until the API waits for it or reopens the
+    recording, so that the order of events is the same on every run.)"""
+    import capture.live
+
+    old = live.api.session.session  # the RecordingSession
+    writer, go = old._writer, threading.Event()
+    write, wait, close = old.recorder.write, writer.wait, writer.close
+
+    def held_write(*args):
+        go.wait()
+        write(*args)
+
+    def releasing(fn):
+        def call_(*args):
+            go.set()
+            return fn(*args)
+        return call_
+    old.recorder.write = held_write
+    writer.wait, writer.close = releasing(wait), releasing(close)
+
+    class Reopened(capture.live.LiveSession):
+        def __init__(self, *args, **kwargs):
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                go.set()
+    monkeypatch.setattr(capture.live, "LiveSession", Reopened)
+    try:
+        status, answer = fail_in_the_second_chunk(live, drained=False)
+        assert status == 500 and "training failed after 5 of 10 steps were recorded" in answer["error"], answer
+        assert call(live.port, "GET", "/inspect/state")[1]["total_steps"] == 25
+        assert Recording.open(live.path).steps == 25
+    finally:
+        go.set()
+        wait()  # (the old writer is done before the fixture closes the session)
+
+
+def test_an_unexpected_error_is_a_500_with_one_line_and_the_server_goes_on(live, monkeypatch):
+    def broken():
+        raise RuntimeError("something no one foresaw\nsecond line")
+    monkeypatch.setattr(live.api, "history", broken)
+    status, answer = call(live.port, "GET", "/inspect/history")
+    assert status == 500 and answer["error"].startswith("RuntimeError: something no one foresaw")
+    status, state = call(live.port, "GET", "/inspect/state")
+    assert status == 200 and state["active"] is True
+    assert post(live.port, "/inspect/step", {"n": 1})[1]["steps_completed"] == 21
+
+
+def test_a_chunked_request_body_gets_411(live):
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=60)
+    try:
+        conn.request("POST", "/inspect/step", body=iter([b'{"n": ', b"1}"]), encode_chunked=True,
+                     headers={"Transfer-Encoding": "chunked"})
+        r = conn.getresponse()
+        answer = json.loads(r.read())
+        assert r.status == 411 and "Content-Length" in answer["error"]
+    finally:
+        conn.close()
+    assert Recording.open(live.path).steps == 20
+
+
+def test_localhost_is_this_server_and_origin_null_is_not(live):
+    port = live.port
+    status, state = call(port, "GET", "/inspect/state", headers={"Host": f"localhost:{port}"})
+    assert status == 200 and state["total_steps"] == 20
+    status, answer = post(port, "/inspect/step", {"n": 1},
+                          headers={"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"})
+    assert status == 200 and answer["steps_completed"] == 21
+    # a sandboxed frame or a file:// page sends `Origin: null`: it is not a page of this server
+    status, answer = post(port, "/inspect/step", {"n": 1}, headers={"Origin": "null"})
+    assert status == 403 and "error" in answer
+    status, answer = post(port, "/inspect/teardown", {}, headers={"Host": f"localhost:{port}", "Origin": "null"})
+    assert status == 403
+    assert call(port, "GET", "/inspect/state")[1]["total_steps"] == 21
+
+
+def test_sigterm_while_a_step_runs_leaves_the_recording_complete_and_resumable(base, tmp_path):
+    path = shutil.copytree(base, tmp_path / "rec")
+    port = free_port()
+    proc = subprocess.Popen([*CLI, "serve", str(path), "--port", str(port), "--no-open", "--device", "cpu"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    answers = []
+    try:
+        def up():
+            if proc.poll() is not None:
+                raise AssertionError(f"serve exited: {proc.stderr.read()}")
+            with contextlib.suppress(OSError):
+                return call(port, "GET", "/inspect/state")[1]
+        wait_until(up, "serve answers")
+
+        def running() -> bool:
+            """Start a step of 100 and see it running (if it ended before we looked, start another)."""
+            before = call(port, "GET", "/inspect/state")[1]["total_steps"]
+            worker = threading.Thread(target=lambda: answers.append(post_quietly(port, {"n": 100})), daemon=True)
+            worker.start()
+            while worker.is_alive():
+                state = call(port, "GET", "/inspect/state")[1]
+                if state["busy"] and state["total_steps"] == before:
+                    return True
+            return False
+        wait_until(running, "a step seen running")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "waiting for the running step of 100" in err, err
+    rec = Recording.open(path)
+    assert rec.status == "complete" and rec.steps % 100 == 20 and rec.steps >= 120, rec
+    assert "session closed" in out
+    # resumable, bit-exactly: a session continues it
+    session = LiveSession(path, "cpu")
+    try:
+        session.step(1)
+    finally:
+        session.close()
+    assert Recording.open(path).steps == rec.steps + 1
+
+
+def post_quietly(port: int, body: dict):
+    """A step request whose connection the server may close as it stops (no answer is then fine)."""
+    try:
+        return post(port, "/inspect/step", body)
+    except (OSError, http.client.HTTPException) as e:
+        return e

@@ -1,4 +1,4 @@
-"""The recorder end to end: determinism, crash consistency, capture policies, the reader API, info.
+"""The recorder end to end: determinism, capture policies, the reader API, info.
 
 Every recording here is made by the real CLI on real MNIST. The module's own recordings are made
 once, several at a time, by the `runs` fixture.
@@ -7,10 +7,6 @@ once, several at a time, by the `runs` fixture.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +14,7 @@ import pytest
 import zarr
 
 from capture import Recording, RecordingError
-from conftest import CLI, acc
-from test_cli_errors import fork_cli_chains
+from conftest import fork_cli_chains
 
 B, D = 128, 64
 CONDITIONS = ("control", "bcl-slow", "bcl-med", "bcl-fast")
@@ -241,110 +236,8 @@ def test_keys_policy_stores_only_those_arrays_but_every_summary(runs, bcl_arrays
     assert set(rec.step(4)) == {"loss", "rank_score"}
 
 
-# -- crash consistency ----------------------------------------------------------------------------
-
-# (steps_completed to wait for, extra seconds before the kill): kills land at different moments
-KILLS = [(1, 0.0), (6, 0.07), (16, 0.23)]
-
-
-@pytest.fixture(scope="module")
-def killed(tmp_path_factory) -> list[dict]:
-    """Three `run --steps 400 --chunk-steps 5` processes, each SIGKILLed once it has published some steps."""
-    base = tmp_path_factory.mktemp("killed")
-    procs = []
-    for i, (threshold, delay) in enumerate(KILLS):
-        path = base / f"k{i}"
-        log = open(base / f"k{i}.log", "w")
-        proc = subprocess.Popen([*CLI, "run", "--steps", "400", "--chunk-steps", "5", "--out", str(path)],
-                                stdout=log, stderr=subprocess.STDOUT)
-        procs.append(dict(path=path, proc=proc, log=log, threshold=threshold, delay=delay, reached=None,
-                          parse_errors=0, seen=-1))
-    deadline = time.monotonic() + 300
-    try:
-        while any(p["proc"].returncode is None for p in procs):
-            assert time.monotonic() < deadline, "the runs never published their steps"
-            for p in procs:
-                if p["proc"].returncode is not None:
-                    continue
-                if p["proc"].poll() is not None:
-                    log = (base / f"{p['path'].name}.log").read_text()
-                    raise AssertionError(f"run exited before it was killed:\n{log}")
-                try:
-                    doc = json.loads((p["path"] / "zarr.json").read_text())
-                except FileNotFoundError:
-                    continue
-                except json.JSONDecodeError:
-                    p["parse_errors"] += 1  # a reader saw a half-written zarr.json
-                    continue
-                meta = doc.get("attributes", {}).get("acc_capture")
-                if meta is None:  # (the group exists, its attributes come next)
-                    continue
-                done = meta["steps_completed"]
-                p["seen"] = max(p["seen"], done)
-                if done >= p["threshold"] and p["reached"] is None:
-                    p["reached"] = time.monotonic()
-                if p["reached"] is not None and time.monotonic() >= p["reached"] + p["delay"]:
-                    os.kill(p["proc"].pid, signal.SIGKILL)
-                    p["proc"].wait()
-            time.sleep(0.005)
-    finally:
-        for p in procs:
-            if p["proc"].returncode is None:
-                os.kill(p["proc"].pid, signal.SIGKILL)
-                p["proc"].wait()
-            p["log"].close()
-    for p in procs:
-        assert p["proc"].returncode == -signal.SIGKILL
-    return procs
-
-
-@pytest.mark.parametrize("which", range(len(KILLS)))
-def test_killed_run_keeps_every_completed_step(killed, bcl_arrays, which, tmp_path):
-    k = killed[which]
-    path = k["path"]
-    assert k["parse_errors"] == 0, "the root zarr.json was read half-written"
-    root = zarr.open_group(str(path), mode="r")
-    meta = root.attrs["acc_capture"]
-    done = meta["steps_completed"]
-    assert k["threshold"] <= done < 400
-    assert done >= k["seen"], "steps_completed went backwards"
-    assert meta["status"] == "recording"  # (the writer was killed outright)
-    mine = read_all(path)
-    for name, arr in mine.items():
-        assert arr.shape[0] == done
-        if arr.dtype.kind == "f":
-            assert not np.isnan(arr).any(), f"{name}: a completed step reads as the fill value"
-        elif arr.dtype.kind == "i" and name.startswith("tensors/"):
-            assert not (arr == -1).any(), f"{name}: a completed step reads as the fill value"
-    assert mine["summary/full_capture"].all()
-    if done <= 30:
-        ref = bcl_arrays
-    else:
-        acc("run", "--steps", str(done), "--out", str(tmp_path / "ref"))
-        ref = read_all(tmp_path / "ref")
-    assert_same_arrays(mine, ref, steps=done)
-
-
-@pytest.mark.parametrize("which", range(len(KILLS)))
-def test_killed_run_reads_as_interrupted(killed, which):
-    k = killed[which]
-    rec = Recording.open(k["path"])
-    assert rec.status == "interrupted"
-    assert rec.steps == rec.meta["steps_completed"] >= k["threshold"]
-    assert rec.step(rec.steps - 1)["rank_score"].shape == (B, D)
-    with pytest.raises(IndexError):
-        rec.step(rec.steps)
-
-
-def test_info_on_a_killed_run(killed):
-    k = killed[-1]
-    info = acc("info", str(k["path"]), check=False)
-    assert info.returncode == 0, info.stderr
-    assert "Traceback" not in info.stdout + info.stderr
-    assert "interrupted" in info.stdout
-    steps = zarr.open_group(str(k["path"]), mode="r").attrs["acc_capture"]["steps_completed"]
-    assert f"{steps} completed" in info.stdout
-    assert "rank_score" in info.stdout and "[128, 64]" in info.stdout and "bcl-slow" in info.stdout
+# -- crash consistency: tests/test_crash_points.py (crashes at named points, a full disk) and
+# tests/test_resume.py (a real SIGKILL) ------------------------------------------------------------
 
 
 # -- reader API, info, conditions -----------------------------------------------------------------

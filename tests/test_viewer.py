@@ -23,8 +23,8 @@ import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec
 
 from acc.step_inspector import StepTensorKey
-from browser import (Served, byte_span, canvases, close, copy_recording, free_port, open_at, serve_in_thread, step_bytes,
-                     wait_for_port, wait_step, wait_worker)
+from browser import (Served, byte_span, canvases, close, copy_recording, free_port, open_at, serve_in_thread, show,
+                     step_bytes, wait_for_port, wait_step, wait_worker)
 from capture.recording import Recording
 from conftest import acc
 from viewer import ViewerError, build, make_server
@@ -172,6 +172,7 @@ def resharded_site(bcl_rec, tmp_path_factory):
 
 
 def table_column(pg, column: str) -> dict[int, str]:
+    show(pg, "#metrics")
     idx = METRIC_COLUMNS.index(column) + 1
     rows = pg.eval_on_selector_all("#metrics tbody tr", f"rs => rs.map(r => [Number(r.dataset.feature), r.children[{idx}].textContent])")
     return dict(rows)
@@ -180,7 +181,7 @@ def table_column(pg, column: str) -> dict[int, str]:
 def hover_cell(pg, panel_selector: str, row: int, col: int) -> str:
     """Move the mouse over cell (row, col) of a heatmap; return the readout."""
     canvas = pg.locator(f"{panel_selector} canvas.heatmap").first
-    canvas.evaluate("e => e.scrollIntoView({ block: 'center' })")  # clear of the sticky toolbar
+    show(pg, f"{panel_selector} canvas.heatmap")  # in view (clear of the sticky toolbar), and drawn
     box = canvas.bounding_box()
     rows, cols = int(canvas.get_attribute("data-rows")), int(canvas.get_attribute("data-cols"))
     pg.mouse.move(box["x"] + (col + 0.5) * box["width"] / cols, box["y"] + (row + 0.5) * box["height"] / rows)
@@ -201,6 +202,7 @@ def test_every_section_drawn_and_steps_switch(page, server, request):
     assert page.locator("[data-section='toolbar']").evaluate("e => getComputedStyle(e).position") == "sticky"
     assert "bcl-slow" in page.locator("[data-section='run-info']").text_content()
     for name in DRAWN:
+        show(page, f"[data-section='{name}']", 0)
         state = canvases(page, name)
         assert state, f"section {name} has no canvas"
         blank = [i for i, c in enumerate(state) if c["distinct"] < 2]
@@ -209,7 +211,10 @@ def test_every_section_drawn_and_steps_switch(page, server, request):
     assert page.locator("#metrics thead tr.summary").count() == 3
 
     wait_worker(page)
-    before = {s: canvases(page, s) for s in ("batch", "trace-strength", "cosine")}
+    before = {}
+    for s in ("batch", "trace-strength", "cosine"):
+        show(page, f"[data-section='{s}']", 0)
+        before[s] = canvases(page, s)
     cells_before = table_column(page, "win_rate")
 
     page.fill("#step-input", "7")
@@ -217,6 +222,7 @@ def test_every_section_drawn_and_steps_switch(page, server, request):
     wait_step(page, 7)
     assert page.evaluate("location.hash") == "#step=7"
     for s, old in before.items():
+        show(page, f"[data-section='{s}']", 7)
         assert [c["hash"] for c in canvases(page, s)] != [c["hash"] for c in old], f"{s} did not redraw for step 7"
     assert table_column(page, "win_rate") != cells_before
     assert page.locator("#step-slider").input_value() == "7"
@@ -233,6 +239,7 @@ def test_every_section_drawn_and_steps_switch(page, server, request):
     page.evaluate("location.hash = '#step=21'")
     wait_step(page, 21)
     assert page.locator("#step-input").input_value() == "21"
+    show(page, "[data-section='trace-strength']", 21)
     assert page.watch.step_fetches(step_bytes(site.path, "tensors/strength", 21)), "the worker's requests were not recorded"
 
     page.click("[data-act='next']")
@@ -273,6 +280,7 @@ def test_timeline_click_jumps_to_that_step(page, bcl_site):
 def test_scrubbing_fast_settles_on_the_last_step(page, bcl_site):
     open_at(page, bcl_site, 0)
     wait_worker(page)
+    show(page, "[data-section='metrics']", 0, block="start")  # the strength section in view below it
     # a slider dragged across the run: every intermediate step asked for, none awaited
     page.locator("#step-slider").evaluate("""(e) => {
       for (const s of [3, 9, 14, 2, 27, 28, 29, 15, 16, 17, 18, 19, 20, 5, 6, 23]) {
@@ -281,6 +289,7 @@ def test_scrubbing_fast_settles_on_the_last_step(page, bcl_site):
     }""")
     wait_step(page, 23)
     assert page.locator("[data-key='strength']").get_attribute("data-step") == "23"
+    show(page, "[data-key='batch_images']", 23)
     assert page.locator("[data-key='batch_images']").get_attribute("data-step") == "23"
     page.keyboard.press("ArrowRight")  # the prefetched neighbour
     wait_step(page, 24)
@@ -334,6 +343,7 @@ def test_values_match_the_store(page, server, request):
     for key, summary in (("weight_cosine_matrix", "weight_cosine_offdiag"),
                          ("som_target_cosine_matrix", "som_target_cosine_offdiag"),
                          ("grad_cosine_matrix", "grad_cosine_offdiag")):
+        show(page, f"[data-key='{key}']", step)
         m = data[key].astype(np.float64)
         expected = (m.sum() - np.trace(m)) / (m.size - m.shape[0])
         text = page.locator(f"[data-key='{key}'] .offdiag strong").text_content()
@@ -344,7 +354,7 @@ def test_values_match_the_store(page, server, request):
     assert close(loss.split()[1], float(rec.summary("loss")[step])), loss
 
     batch = page.locator("[data-key='batch_images'] canvas.thumbs")
-    batch.evaluate("e => e.scrollIntoView({ block: 'center' })")
+    show(page, "[data-key='batch_images'] canvas.thumbs", step)
     box = batch.bounding_box()
     # image 17 sits in row 1, column 1 of the 16-wide grid; its pixel (14, 14)
     cell = box["width"] / (16 * 29 - 1)
@@ -358,6 +368,7 @@ def test_values_match_the_store(page, server, request):
 
 def test_table_sorts_by_clicked_header(page, bcl_site):
     open_at(page, bcl_site, 9)
+    show(page, "#metrics", 9)
     rec = Recording.open(bcl_site.path)
     win = rec.step(9)["win_rate"]
     order = lambda: page.eval_on_selector_all("#metrics tbody tr", "rs => rs.map(r => Number(r.dataset.feature))")  # noqa: E731
@@ -384,6 +395,9 @@ def test_collapsed_sections_fetch_nothing(page, bcl_site):
     assert page.locator("[data-section='other']").evaluate("e => e.open") is False
     assert not page.watch.chunk_requests("/tensors/som_delta/"), "a collapsed section fetched its data"
     page.locator("[data-section='batch'] > summary").click()
+    # the collapsed batch section and the strength section under it in view
+    page.evaluate("() => window.scrollBy(0, document.querySelector('[data-section=\"batch\"]').getBoundingClientRect().top - 60)")
+    assert page.evaluate(IN_WINDOW, "[data-section='batch']") and page.evaluate(IN_WINDOW, "[data-section='trace-strength']")
     page.locator("#step-input").fill("27")
     page.press("#step-input", "Enter")
     wait_step(page, 27)
@@ -406,6 +420,60 @@ def test_collapsed_sections_fetch_nothing(page, bcl_site):
     assert not [u for u in page.watch.requests if "/tensors/loss/" in u]
 
 
+# JS: whether what a selector finds lies (in part) inside the window
+IN_WINDOW = """(selector) => {
+  const r = document.querySelector(selector).getBoundingClientRect();
+  return r.bottom > 0 && r.top < window.innerHeight;
+}"""
+# JS: the sections of step panels and tables that are in the window
+SECTIONS_IN_VIEW = """() => [...document.querySelectorAll('details[data-section]')].filter((e) => {
+  const r = e.getBoundingClientRect();
+  return e.dataset.section !== 'timeline' && r.bottom > 0 && r.top < window.innerHeight;
+}).map((e) => e.dataset.section)"""
+TENSOR_REQUESTS = "/tensors/"
+
+
+def test_sections_out_of_view_fetch_nothing_until_scrolled_to(page, bcl_site):
+    """At the top of the page (the run, the timeline) a step switch fetches no tensor; a section scrolled
+    into view fetches and draws the step shown then; with one section in view, a switch asks for its
+    arrays only (and prefetches theirs only), and data-ready speaks for the sections in view."""
+    open_at(page, bcl_site, 10)
+    wait_worker(page)
+    assert page.evaluate(SECTIONS_IN_VIEW) == [], "the window shows a section at the top of the page"
+    page.evaluate("window.accViewer.go(11)")
+    wait_step(page, 11)
+    page.evaluate("window.accViewer.go(25)")  # far, in another shard
+    wait_step(page, 25)
+    assert not page.watch.chunk_requests(TENSOR_REQUESTS), page.watch.chunk_requests(TENSOR_REQUESTS)
+    assert not page.locator("[data-section][data-step]:not([data-section='timeline'])").count(), "drew a section out of view"
+    assert page.locator("[data-key='encoder_weights']").get_attribute("data-step") is None
+
+    # the neighbourhoods section, taller than the window: the one section in view
+    show(page, "[data-section='trace-neighborhoods']", 25, block="start")
+    assert page.evaluate(SECTIONS_IN_VIEW) == ["trace-neighborhoods"]
+    own = ("/tensors/neighbors/", "/tensors/encoder_weights/")
+    for key in ("neighbors", "encoder_weights"):
+        assert page.locator(f"[data-key='{key}']").get_attribute("data-step") == "25"
+    assert all(c["distinct"] >= 2 for c in canvases(page, "trace-neighborhoods"))
+    data = Recording.open(bcl_site.path).step(25)
+    shown = np.array(page.evaluate(STORE_ROW, ["tensors/encoder_weights", 25]), dtype=np.float32)
+    assert np.array_equal(shown, data["encoder_weights"].ravel())
+    assert len(page.watch.step_fetches(step_bytes(bcl_site.path, "tensors/encoder_weights", 25))) == 1
+    asked = page.watch.chunk_requests(TENSOR_REQUESTS)
+    assert asked and all(any(a in u for a in own) for u in asked), asked
+
+    before = len(page.watch.requests)
+    page.evaluate("window.accViewer.go(3)")
+    wait_step(page, 3)
+    assert page.locator("[data-section='trace-neighborhoods']").get_attribute("data-step") == "3"
+    assert page.locator("[data-section='cosine']").get_attribute("data-step") is None  # ready: of the sections in view
+    page.wait_for_function(HELD, arg=[["tensors/encoder_weights"], [2, 4]], timeout=15000)  # its neighbours prefetched
+    asked = [u for u in page.watch.requests[before:] if TENSOR_REQUESTS in u]
+    assert asked and all(any(a in u for a in own) for u in asked), asked
+    held = page.evaluate("[...window.accViewer.store.entries.keys()].filter((k) => k.startsWith('tensors/'))")
+    assert {k.split("#")[0] for k in held} == {"tensors/neighbors", "tensors/encoder_weights"}, held
+
+
 # JS: the arrays showing a step takes, and those of them that are sharded
 PLAN_ARRAYS = "(step) => [...new Set(window.accViewer.plan(step).arrays.values())]"
 STORE_ROW = "async ([array, step]) => Array.from(await window.accViewer.store.row(array, step))"
@@ -415,7 +483,9 @@ HELD = "([arrays, steps]) => arrays.every((a) => steps.every((s) => window.accVi
 def test_a_switch_asks_once_per_array_and_prefetching_asks_nothing(page, bcl_site):
     """A step in a shard not read yet: one request per sharded array shown (no index request: the built
     shard index says where it lies), bringing the steps beside it too, so prefetching them asks for nothing."""
+    page.set_viewport_size({"width": 1440, "height": 9000})  # every section in view
     open_at(page, bcl_site, 2)
+    assert page.evaluate("document.documentElement.scrollHeight") <= 9000
     wait_worker(page)
     arrays = page.evaluate(PLAN_ARRAYS, 2)
     page.wait_for_function(HELD, arg=[arrays, [1, 3]], timeout=15000)  # prefetched neighbours of step 2
@@ -639,11 +709,14 @@ def test_control_recording_opens(page, control_site):
     open_at(page, control_site, 3)
     for name in SECTIONS:
         assert page.locator(f"[data-section='{name}']").count() == 1
+    show(page, "[data-section='trace-strength']", 3)
     note = page.locator("[data-section='trace-strength'] .section-note")
     assert note.is_visible() and "no BCL" in note.text_content()
+    show(page, "[data-section='metrics']", 3)
     assert "no BCL" in page.locator("[data-section='metrics']").text_content()
-    assert all(c["distinct"] >= 2 for c in canvases(page, "batch"))
-    assert all(c["distinct"] >= 2 for c in canvases(page, "cosine"))  # weights and gradients: not BCL
+    for name in ("batch", "cosine"):  # weights and gradients: not BCL
+        show(page, f"[data-section='{name}']", 3)
+        assert all(c["distinct"] >= 2 for c in canvases(page, name)), name
     page.keyboard.press("End")
     wait_step(page, 11)
 
@@ -652,15 +725,19 @@ def test_sparse_recording_says_which_steps_have_tensors(page, sparse_site):
     open_at(page, sparse_site, 7)
     flags = page.locator("#flags").text_content()
     assert "summaries only" in flags and "5" in flags and "10" in flags
+    show(page, "[data-section='batch']", 7)
     note = page.locator("[data-section='batch'] .section-note")
     assert note.is_visible() and "step 7 kept summaries only" in note.text_content()
     # per-feature values are summaries, kept for every step
+    show(page, "#metrics", 7)
     assert page.locator("#metrics tbody tr").count() == 64
+    show(page, "[data-section='trace-feature-novelty']", 7)
     assert all(c["distinct"] >= 2 for c in canvases(page, "trace-feature-novelty"))
     assert not page.watch.step_fetches(step_bytes(sparse_site.path, "tensors/batch_images", 7)), "fetched a chunk the policy never wrote"
     assert not page.evaluate("accViewer.store.entries.has('tensors/batch_images#7')"), "asked for a step the policy never wrote"
     page.click("#flags a:text('10')")
     wait_step(page, 10)
+    show(page, "[data-section='batch']", 10)
     assert all(c["distinct"] >= 2 for c in canvases(page, "batch"))
     assert page.locator("#flags").text_content() == ""
 

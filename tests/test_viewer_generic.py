@@ -21,7 +21,7 @@ import zarr
 from torch import nn
 
 from acc.data import BatchStream, load_mnist
-from browser import canvases, close, open_at, serve_in_thread, wait_step
+from browser import canvases, close, open_at, serve_in_thread, show, wait_step
 from capture import Recording, TensorKey, record
 from conftest import acc
 from viewer import build
@@ -133,7 +133,7 @@ STORE_ROW = "async ([array, step]) => Array.from(await window.accViewer.store.ro
 def hover(pg, key: str, canvas: str, x: float, y: float) -> str:
     """Move the mouse to (x, y), fractions of a panel's canvas; return the panel's readout."""
     el = pg.locator(f"[data-key='{key}'] canvas.{canvas}").first
-    el.evaluate("e => e.scrollIntoView({ block: 'center' })")  # clear of the sticky toolbar
+    show(pg, f"[data-key='{key}'] canvas.{canvas}")  # in view (clear of the sticky toolbar), and drawn
     box = el.bounding_box()
     pg.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"])
     return pg.locator(f"[data-key='{key}'] output.readout").first.text_content()
@@ -184,6 +184,7 @@ def test_every_key_is_drawn_by_its_render_kind(page, generic_site):
     for key in Keys:
         panel = page.locator(f"[data-key='{key.value}']")
         assert panel.count() == 1, key
+        show(page, f"[data-key='{key.value}']", 3)
         assert panel.get_attribute("data-step") == "3", f"{key.value} was not drawn"
         assert key.description in panel.locator("figcaption .note").text_content()
         if key.render in ("scalar", "labels"):
@@ -225,14 +226,17 @@ def test_values_shown_are_the_store(page, generic_site):
     assert int(m[1]) == int(stored(path, "labels", step)[0])
     assert all(close(m[i + 2], tinted[0, i, 10, 7]) for i in range(3)), text
 
-    assert page.locator("[data-key='labels'] .labels").text_content() == " ".join(map(str, stored(path, "labels", step)))
-    assert page.locator("[data-key='predicted'] .labels").text_content() == " ".join(map(str, stored(path, "predicted", step)))
+    for key in ("labels", "predicted"):
+        show(page, f"[data-key='{key}']", step)
+        assert page.locator(f"[data-key='{key}'] .labels").text_content() == " ".join(map(str, stored(path, key, step)))
     for key in SCALARS:
+        show(page, f"[data-key='{key}']", step)
         assert close(page.locator(f"[data-key='{key}'] .scalar").text_content(), float(stored(path, key, step))), key
     assert close(page.locator("#loss-reading").text_content().split()[1], float(stored(path, "loss", step)))
 
     for table, columns in (("table-image", ["labels", "predicted", "sample_loss", "correct"]),
                            ("table-class", ["fc2_bias", "class_counts"])):
+        show(page, f"#{table}", step)
         rows = page.eval_on_selector_all(f"#{table} tbody tr",
                                          "rs => rs.map(r => [Number(r.dataset.row), [...r.children].slice(1).map(c => c.textContent)])")
         for i, column in enumerate(columns):
@@ -244,6 +248,7 @@ def test_values_shown_are_the_store(page, generic_site):
 
 def test_tables_sort_by_the_clicked_header(page, generic_site):
     open_at(page, generic_site, 2)
+    show(page, "#table-image", 2)
     loss = stored(generic_site.path, "sample_loss", 2)
     order = lambda: page.eval_on_selector_all("#table-image tbody tr", "rs => rs.map(r => Number(r.dataset.image))")  # noqa: E731
     page.click("#table-image thead button[data-col='2']")  # sample_loss: highest first
@@ -258,11 +263,13 @@ def test_tables_sort_by_the_clicked_header(page, generic_site):
 
 def test_links_arrows_and_the_slider_move_the_step(page, generic_site):
     open_at(page, generic_site, 4)
+    show(page, "[data-key='images']", 4)
     before = page.evaluate(IMAGES, "images")
     page.locator("body").click(position={"x": 5, "y": 400})
     page.keyboard.press("ArrowRight")
     wait_step(page, 5)
     assert page.evaluate("location.hash") == "#step=5"
+    show(page, "[data-key='images']", 5)
     assert page.evaluate(IMAGES, "images") != before, "the batch was not redrawn"
     page.keyboard.press("Shift+ArrowRight")
     wait_step(page, STEPS - 1)
@@ -275,6 +282,7 @@ def test_links_arrows_and_the_slider_move_the_step(page, generic_site):
     assert page.locator("#step-input").input_value() == "9"
     page.locator("#step-slider").evaluate("(e) => { e.value = '2'; e.dispatchEvent(new Event('input')); }")
     wait_step(page, 2)
+    show(page, "[data-key='hidden']", 2)
     assert page.locator("[data-key='hidden']").get_attribute("data-step") == "2"
     page.goto(generic_site.url + "#step=6")
     wait_step(page, 6)
@@ -326,6 +334,7 @@ def test_bcl_table_shows_force_magnitudes_at_every_step(page, sparse_rec, tmp_pa
     try:
         for step in (7, 5):  # summaries only, then full tensors
             open_at(page, site, step)
+            show(page, "#metrics", step)
             heads = page.eval_on_selector_all("#metrics thead tr:first-child button", "bs => bs.map(b => b.textContent)")
             assert heads[-2:] == ["grad_magnitude", "som_magnitude"], heads
             rows = dict(page.eval_on_selector_all(

@@ -23,7 +23,7 @@ import numpy as np
 
 from capture import format as fmt
 from capture.recording import Recording
-from capture.store import Store, StoreError
+from capture.store import Store, StoreError, open_store
 from viewer import layout
 
 STATIC = Path(__file__).parent / "static"
@@ -194,7 +194,7 @@ def _shard_entries(store: Store, meta: dict, chunks: int) -> np.ndarray | None:
     return out[:chunks]
 
 
-def shard_index(store: Store, arrays: dict, steps: int) -> tuple[bytes, dict | None]:
+def shard_index(store: Store | Path, arrays: dict, steps: int) -> tuple[bytes, dict | None]:
     """The shard index file of the viewer and its description for the page (None: no sharded array).
 
     For every sharded array, the (offset, nbytes) of each inner chunk whose steps are all among the
@@ -205,6 +205,7 @@ def shard_index(store: Store, arrays: dict, steps: int) -> tuple[bytes, dict | N
     session added it) is found through its shard's own index. The recorder never moves a chunk it
     has written, so the file stays right for the steps it covers while a recording grows.
     """
+    store = open_store(store)  # (a recording's Store, or its directory)
     parts = {}
     for name, meta in arrays.items():
         if meta["shard"]:

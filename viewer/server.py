@@ -105,6 +105,8 @@ class RecordingHandler(SimpleHTTPRequestHandler):
 
     def send_head(self):
         self._span = (0, None)
+        if self.server.source is not None:
+            return self.source_head(self.server.source)
         try:
             real, status = self.resolve()
         except UnicodeDecodeError:
@@ -130,6 +132,53 @@ class RecordingHandler(SimpleHTTPRequestHandler):
         return int(mtime) <= since.timestamp()
 
     _span = (0, None)  # (offset, count) of the open file that copyfile sends; count None: to its end
+
+    def source_head(self, source):
+        """A file of a recording that is not a directory (a zip, a bucket: a capture.store.Store, with
+        the viewer's files in memory in front), whole (200) or one range (206, or 416), read from the
+        store with a ranged read; the bytes to send, or None."""
+        raw = urlsplit(self.path).path
+        try:
+            path = unquote(raw, errors="strict") if "%" in raw else raw
+        except UnicodeDecodeError:
+            path = ""
+        if "\x00" in path or "\\" in path or not path.startswith("/"):
+            self.send_error(HTTPStatus.BAD_REQUEST)
+            return None
+        parts = [p for p in path.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            self.send_error(HTTPStatus.FORBIDDEN)
+            return None
+        if not parts or path.endswith("/"):
+            parts.append("index.html")
+        key = "/".join(parts)
+        try:
+            size = source.size(key)
+            span = None if self.headers.get("If-Range") else byte_range(self.headers.get("Range"), size)
+            if span == "unsatisfiable":
+                self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                return None
+            data = source.get(key) if span is None else source.get_range(key, span[0], span[1] - span[0] + 1)
+        except FileNotFoundError:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return None
+        except Exception as e:  # the store failed (a bucket out of reach): say so, keep serving
+            self.send_error(HTTPStatus.BAD_GATEWAY, explain=" ".join(str(e).split())[:200])
+            return None
+        if span is None:
+            self.send_response(HTTPStatus.OK)
+        else:
+            self.send_response(HTTPStatus.PARTIAL_CONTENT)
+            self.send_header("Content-Range", f"bytes {span[0]}-{span[0] + len(data) - 1}/{size}")
+        self.send_header("Content-Type", self.guess_type(key))
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        return io.BytesIO(data)
 
     def file_head(self, real: str):
         """Headers for a file, whole (200) or one range of it (206, or 416); the open file to send, or None."""
@@ -338,6 +387,7 @@ class RecordingHandler(SimpleHTTPRequestHandler):
 class RecordingServer(ThreadingHTTPServer):
     daemon_threads = True
     root: str | None = None  # the real path of the recording served
+    source = None  # instead of `root`: a capture.store.Store to serve (a zip, a bucket, with the viewer in memory)
     api = None  # the InspectAPI when started by `acc-capture serve`; None: a static server
 
     def handle_error(self, request, client_address) -> None:
@@ -383,18 +433,18 @@ class RecordingServer(ThreadingHTTPServer):
             print(f"live session on a new recording: {path}", flush=True)
 
 
-def make_server(directory: str | Path | None, port: int = 0, api=None) -> RecordingServer:
-    """Bind a server for `directory` on 127.0.0.1:`port` (0: any free port); does not start serving.
+def make_server(directory: str | Path | None, port: int | None = None, api=None) -> RecordingServer:
+    """Bind a server for `directory` on 127.0.0.1:`port` (1 to 65535; None: any free port); does not start serving.
 
     `api`: an InspectAPI to answer /inspect/ with (as `acc-capture serve` does). `directory` None:
     bind now and `set_root` before serving.
     """
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+        raise ViewerError(f"--port must be from 1 to 65535, not {port!r}")
     if directory is not None and not (Path(directory) / "index.html").is_file():
         raise ViewerError(f"no viewer in {directory}; build it first (acc-capture view --build-only)")
-    if not 0 <= port <= 65535:
-        raise ViewerError(f"--port must be between 0 and 65535, not {port}")
     try:
-        server = RecordingServer((HOST, port), RecordingHandler)
+        server = RecordingServer((HOST, port or 0), RecordingHandler)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise ViewerError(f"port {port} on {HOST} is already in use; pick another with --port") from None
@@ -410,7 +460,7 @@ def make_server(directory: str | Path | None, port: int = 0, api=None) -> Record
 
 def serve_until_interrupted(server: RecordingServer, open_browser: bool = True) -> None:
     """Serve until Ctrl-C, then close the server; print the URL and open it in a browser unless told not to."""
-    print(f"serving {server.root} at {server.url}  (Ctrl-C to stop)", flush=True)
+    print(f"serving {server.root or server.source} at {server.url}  (Ctrl-C to stop)", flush=True)
     if open_browser:
         threading.Timer(0.2, webbrowser.open, args=(server.url,)).start()
     try:

@@ -1,8 +1,11 @@
 // The page: reads the inlined run description (the recording's key table and the layout the
 // builder made of it), builds every section and table, and shows one step at a time. Showing a
-// step fetches one chunk per array that an open section needs (collapsed sections fetch nothing),
-// draws every open panel, then marks the page root data-step / data-ready="true" and prefetches
-// the neighbouring steps. Served by `acc-capture serve`, the page also trains: see live.js.
+// step fetches one chunk per array that an open section in view needs (collapsed sections, and
+// sections scrolled out of the window, fetch and draw nothing), draws those sections, then marks
+// the page root data-step / data-ready="true" (every open section in view shows that step; each
+// section says the step it shows in its own data-step) and prefetches the neighbouring steps of
+// those sections. A section scrolled into view (or opened) later fetches and draws the step then.
+// Served by `acc-capture serve`, the page also trains: see live.js.
 import { ChunkStore, Cancelled, PRIO, locate } from "./data.js";
 import { Panel } from "./panels.js";
 import { h } from "./plots.js";
@@ -49,6 +52,14 @@ function makePage(raw) {
   return page;
 }
 
+/** Whether an element lies (at least in part) inside the window. */
+function inWindow(el) {
+  const r = el.getBoundingClientRect();
+  const height = window.innerHeight || document.documentElement.clientHeight;
+  const width = window.innerWidth || document.documentElement.clientWidth;
+  return (r.width > 0 || r.height > 0) && r.bottom > 0 && r.top < height && r.right > 0 && r.left < width;
+}
+
 /** A section of step panels: a <details> that may be collapsed, and a line for "nothing here". */
 class Section {
   constructor(spec, page) {
@@ -69,7 +80,9 @@ class Section {
         box.append(panel.el);
         this.fixed.push(panel);
       } else {
-        this.panels.push(new Panel(box, p, page));
+        // its plot now, blank: the page has its final layout before anything is drawn, so what
+        // is in view is known before the first step is fetched
+        this.panels.push(new Panel(box, p, page).prepare());
       }
     }
     this.drawnStep = null;
@@ -77,6 +90,12 @@ class Section {
   }
 
   get open() { return this.details.open; }
+
+  /** It shows `step` now. */
+  drawn(step) {
+    this.drawnStep = step;
+    this.details.dataset.step = String(step);
+  }
 
   /** One line for the section when every panel lacks data for the same reason. */
   collapseNotes(reasons) {
@@ -88,6 +107,26 @@ class Section {
   }
 }
 
+/** A sortable table of one dimension, in its own <details>: a section too. */
+class TableSection {
+  constructor(spec, page) {
+    this.spec = spec;
+    this.id = spec.id;
+    this.details = document.querySelector(`[data-section="${spec.id}"]`);
+    this.table = new MetricsTable(document.getElementById(spec.id), {
+      columns: spec.columns, n: page.dimSize(spec.dim) || 0, dim: spec.dim, isDead: spec.dead ? page.isDead : () => false,
+    });
+    this.drawnStep = null;
+  }
+
+  get open() { return this.details.open; }
+
+  drawn(step) {
+    this.drawnStep = step;
+    this.details.dataset.step = String(step);
+  }
+}
+
 class Viewer {
   constructor(page, store) {
     this.page = page;
@@ -95,24 +134,37 @@ class Viewer {
     this.steps = page.run.steps;
     this.step = 0;
     this.token = 0;
+    this.busy = false;      // a step is being shown
+    this.missed = false;    // something came into view (or was opened) meanwhile: looked at when it is shown
+    this.started = false;
     this.playing = false;
     this.sections = page.layout.sections.map((s) => new Section(s, page));
     this.timelineBox = $('[data-section="timeline"]');
     this.timeline = new Timeline($("#timeline"), page, (s) => this.go(s));
     // the sortable tables: one row per entry of a dimension, one column per key (or summary)
-    this.tables = page.layout.tables.map((spec) => ({
-      spec,
-      box: document.querySelector(`[data-section="${spec.id}"]`),
-      table: new MetricsTable(document.getElementById(spec.id), {
-        columns: spec.columns, n: page.dimSize(spec.dim) || 0, dim: spec.dim, isDead: spec.dead ? page.isDead : () => false,
-      }),
-      drawn: null,
-    }));
+    this.tables = page.layout.tables.map((spec) => new TableSection(spec, page));
     this.lastMs = null;
   }
 
-  /** What showing `step` takes: per panel, its arrays or why it has none. */
-  plan(step) {
+  /** The open sections (panels and tables) in the window now. */
+  inView() {
+    return [...this.sections, ...this.tables].filter((s) => s.open && inWindow(s.details));
+  }
+
+  /** Whether something in view does not show the current step yet. */
+  stale() {
+    return (this.timelineBox.open && !this.timeline.ready) || this.inView().some((s) => s.drawnStep !== this.step);
+  }
+
+  /** A section came into view, or was opened: draw it (while a step is being shown: once it is). */
+  reveal() {
+    if (!this.started) return;
+    if (this.busy) this.missed = true;
+    else if (this.stale()) this.draw();
+  }
+
+  /** What showing `step` in `sections` (default: those in view) takes: per panel, its arrays or why it has none. */
+  plan(step, sections = this.inView()) {
     const page = this.page;
     const arrays = new Map();  // key value -> array name
     const use = (key) => {
@@ -120,24 +172,28 @@ class Viewer {
       if (where.array) arrays.set(key, where.array);
       return where;
     };
+    // which features are dead (bars and table rows are red), when anything is drawn
+    if (sections.length && page.names.dead && page.available(page.names.dead)) use(page.names.dead);
     const items = [];
-    if (page.names.dead && page.available(page.names.dead)) use(page.names.dead);  // which features are dead
-    for (const section of this.sections) {
-      if (!section.open) continue;
+    const tables = [];
+    for (const section of sections) {
+      if (section instanceof TableSection) {
+        tables.push({ t: section, columns: section.spec.columns.map((k) => [k, use(k)]) });
+        continue;
+      }
       for (const panel of section.panels) {
         const missing = panel.keys.map(use).find((w) => w.missing);
         for (const k of panel.optional) use(k);
         items.push({ section, panel, missing: missing && missing.missing });
       }
     }
-    const tables = this.tables.filter((t) => t.box.open).map((t) => ({ t, columns: t.spec.columns.map((k) => [k, use(k)]) }));
-    return { arrays, items, tables };
+    return { arrays, items, tables, sections };
   }
 
-  chunkSet(step) {
+  chunkSet(step, sections) {
     const out = new Set();
     if (step < 0 || step >= this.steps) return out;
-    for (const array of this.plan(step).arrays.values()) out.add(`${array}#${chunkIndex(this.page.arrays[array], step)}`);
+    for (const array of this.plan(step, sections).arrays.values()) out.add(`${array}#${chunkIndex(this.page.arrays[array], step)}`);
     return out;
   }
 
@@ -145,29 +201,50 @@ class Viewer {
     return Math.max(0, Math.min(this.steps - 1, Math.round(Number(step) || 0)));
   }
 
-  /** Show a step; resolves once every open panel has drawn it (or another step superseded it). */
+  /**
+   * Show a step: the toolbar at once, then every open section in view (see draw); resolves once
+   * they are drawn (or another step superseded it).
+   */
   async go(step) {
     if (!this.steps) return;
-    step = this.clamp(step);
+    this.step = this.clamp(step);
+    this.toolbar(this.step);
+    await this.draw();
+  }
+
+  /**
+   * Draw the current step in every open section in view that does not show it yet; resolves once
+   * drawn (or superseded by another step, or another look at what is in view).
+   */
+  async draw() {
+    const step = this.step;
     const token = ++this.token;
     const t0 = performance.now();
-    this.step = step;
+    this.busy = true;
     root.dataset.ready = "false";
-    this.toolbar(step);
-    const plan = this.plan(step);
-    const keep = new Set([...this.chunkSet(step), ...this.chunkSet(step + 1), ...this.chunkSet(step - 1)]);
+    // the flags and the timeline first: until the timeline is drawn, the sections under it are not
+    // where they will be
+    const timeline = this.timelineBox.open ? this.timeline.load(this.store) : null;
+    try {
+      await Promise.all([timeline, this.basics]);
+    } catch (err) {
+      if (token === this.token) this.fail(err);
+      return;
+    }
+    if (token !== this.token) return;
+    const view = this.inView();
+    const plan = this.plan(step, view.filter((s) => s.drawnStep !== step));
+    const keep = new Set([...this.chunkSet(step, view), ...this.chunkSet(step + 1, view), ...this.chunkSet(step - 1, view)]);
     this.store.cancelUnless((array, index) => keep.has(`${array}#${index}`));
     // the largest chunks first, so the slowest transfers start first
     const bytes = (a) => rowLength(this.page.arrays[a]) * (this.page.arrays[a].dtype === "bool" ? 1 : 4);
     const names = [...new Set(plan.arrays.values())].sort((a, b) => bytes(b) - bytes(a));
-    const jobs = names.map((a) => this.store.row(a, step, PRIO.now));
-    const timeline = this.timelineBox.open ? this.timeline.load(this.store) : null;
     let rows;
     try {
-      [rows] = await Promise.all([Promise.all(jobs), timeline, this.basics]);
+      rows = await Promise.all(names.map((a) => this.store.row(a, step, PRIO.now)));
     } catch (err) {
-      if (token !== this.token || err instanceof Cancelled) return;
-      this.fail(err);
+      if (token !== this.token) return;
+      if (err instanceof Cancelled) this.busy = false; else this.fail(err);
       return;
     }
     if (token !== this.token) return;
@@ -176,28 +253,32 @@ class Viewer {
     const byArray = Object.fromEntries(names.map((a, i) => [a, rows[i]]));
     const values = {};
     for (const [key, array] of plan.arrays) values[key] = byArray[array];
-    this.page.deadRow = values[this.page.names.dead] || null;
+    if (plan.sections.length) this.page.deadRow = values[this.page.names.dead] || null;
     const reasons = new Map();
     for (const { section, panel, missing } of plan.items) {
       if (missing) panel.missing(missing); else panel.draw(values, step);
       if (!reasons.has(section)) reasons.set(section, []);
       reasons.get(section).push(missing || null);
     }
-    for (const [section, rs] of reasons) {
-      section.collapseNotes([...rs, ...section.fixed.map((p) => p.reason)]);
-      section.drawnStep = step;
-    }
+    for (const [section, rs] of reasons) section.collapseNotes([...rs, ...section.fixed.map((p) => p.reason)]);
     for (const { t, columns } of plan.tables) {
       t.table.draw(Object.fromEntries(columns.map(([k, w]) => [k, w.missing || values[k]])));
-      t.drawn = step;
     }
+    for (const section of plan.sections) section.drawn(step);
     this.timeline.mark(step);
+    if (timeline) this.timelineBox.dataset.step = String(step);
+    // a section that came into view while this step loaded: drawn too before the page says it is ready
+    if (this.missed) {
+      this.missed = false;
+      if (this.stale()) return this.draw();
+    }
+    this.busy = false;
     this.lastMs = performance.now() - t0;
     this.timing = { data: t1 - t0, draw: performance.now() - t1, chunks: names.length };
     root.dataset.step = String(step);
     root.dataset.ready = "true";
     $("#status").textContent = `step ${step} drawn in ${Math.round(this.lastMs)} ms`;
-    this.prefetch(step);
+    this.prefetch(step, view);
   }
 
   /**
@@ -209,6 +290,7 @@ class Viewer {
     const page = this.page;
     const old = this.steps;
     if (!(steps > old)) return;
+    this.busy = true;  // (the timeline is redrawn: what moves into view meanwhile waits for the new step)
     if (!old) {  // the arrays are made at the first step: the rebuilt page describes them
       history.replaceState(null, "", `#step=${steps - 1}`);
       location.reload();
@@ -224,23 +306,30 @@ class Viewer {
     $("#run-steps").textContent = String(steps);
     this.timeline.reset();
     this.basics = loadBasics(this.store, page);
-    await this.basics;
+    try {
+      await this.basics;
+    } catch (err) {
+      this.busy = false;
+      throw err;
+    }
     if (page.full) $("#run-full").textContent = String(page.full.reduce((a, b) => a + (b ? 1 : 0), 0));
     await this.go(steps - 1);
   }
 
-  prefetch(step) {
+  /** Fetch the chunks of the neighbouring steps that `sections` (those in view) need, at low priority. */
+  prefetch(step, sections) {
     const ahead = this.playing ? [1, 2, 3] : [1, -1];
     for (const d of ahead) {
       const s = step + d;
       if (s < 0 || s >= this.steps) continue;
-      for (const array of new Set(this.plan(s).arrays.values())) {
+      for (const array of new Set(this.plan(s, sections).arrays.values())) {
         this.store.chunk(array, chunkIndex(this.page.arrays[array], s), PRIO.prefetch).catch(() => {});
       }
     }
   }
 
   fail(err) {
+    this.busy = false;
     console.error(err);
     $("#status").textContent = `could not load step ${this.step}: ${err.message}`;
     $("#status").classList.add("error");
@@ -306,12 +395,13 @@ class Viewer {
       else return;
       ev.preventDefault();
     });
-    const refresh = (details, drawn) => details.addEventListener("toggle", () => {
-      if (details.open && drawn() !== this.step) this.go(this.step);
+    // a section opened, or scrolled (or pushed) into the window: drawn then
+    const boxes = [...this.sections, ...this.tables].map((s) => s.details);
+    for (const details of [...boxes, this.timelineBox]) details.addEventListener("toggle", () => this.reveal());
+    this.observer = new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting)) this.reveal();
     });
-    for (const s of this.sections) refresh(s.details, () => s.drawnStep);
-    for (const t of this.tables) refresh(t.box, () => t.drawn);
-    refresh(this.timelineBox, () => (this.timeline.ready ? this.step : null));
+    for (const details of boxes) this.observer.observe(details);
   }
 
   /** basics: the promise of the per-step flags and loss the toolbar shows (see main). */
@@ -324,9 +414,11 @@ class Viewer {
     }
     const s = stepFromHash();
     const first = s === null ? 0 : this.clamp(s);
-    // with every step fully captured the first step needs no flags to plan: load both at once
+    // the timeline ticks the steps with full tensors: where some have summaries only, it waits for
+    // those flags (go() plans once both are in)
     if (!this.page.run.all_full) await basics;
     this.basics = basics.then(() => this.toolbar(this.step));
+    this.started = true;
     await this.go(first);
     performance.mark("acc:ready");
   }

@@ -74,7 +74,7 @@ const RENDERERS = {
           : (r, c, v) => `${rowDim} ${r}, ${indexWords(key.dims.slice(1), shape.slice(1), c)}: ${formatValue(v)}`;
     const map = mapFor({ signed: key.signed });
     const plot = new Heatmap(body, { rows, cols, cellW: fit(cols), cellH: fit(rows), map, label });
-    const offdiag = spec.offdiag ? h("p", { class: "offdiag" }) : null;
+    const offdiag = spec.offdiag ? h("p", { class: "offdiag", text: "\u00a0" }) : null;  // (its line, before the first draw)
     if (offdiag) body.prepend(offdiag);
     return {
       plot,
@@ -170,15 +170,22 @@ const RENDERERS = {
   },
 
   scalar(body, key) {
-    const out = h("p", { class: "scalar" });
+    const out = h("p", { class: "scalar", text: "\u00a0" });  // (its line, before the first draw)
     body.append(out);
     return { draw: (values) => { out.textContent = formatValue(values[key.value][0]); } };
   },
 
-  labels(body, key) {
-    const out = h("p", { class: "labels" });
+  labels(body, key, page) {
+    // until the first draw, a digit per value, transparent: the panel has about its size already
+    const out = h("p", { class: "labels", text: Array(product(shapeOf(key, page))).fill("0").join(" ") });
+    out.style.color = "transparent";
     body.append(out);
-    return { draw: (values) => { out.textContent = Array.from(values[key.value], formatValue).join(" "); } };
+    return {
+      draw: (values) => {
+        out.style.color = "";
+        out.textContent = Array.from(values[key.value], formatValue).join(" ");
+      },
+    };
   },
 };
 
@@ -198,16 +205,21 @@ export class Panel {
     this.el.append(this.body, this.missingLine);
     parent.append(this.el);
     this.page = page;
-    this.renderer = null;  // canvases are made on the first draw, while the first data loads
+    this.renderer = null;  // canvases are made by prepare(), or on the first draw
     this.keys = [spec.key, ...spec.with];
     this.optional = spec.optional.filter((k) => page.available(k));
+  }
+
+  /** Make the plot (its canvases at their size, blank) before the first draw; returns the panel. */
+  prepare() {
+    this.renderer ||= RENDERERS[this.key.render](this.body, this.key, this.page, this.spec);
+    return this;
   }
 
   draw(values, step) {
     this.missingLine.hidden = true;
     this.body.hidden = false;
-    this.renderer ||= RENDERERS[this.key.render](this.body, this.key, this.page, this.spec);
-    this.renderer.draw(values, step);
+    this.prepare().renderer.draw(values, step);
     this.el.dataset.step = step;
   }
 

@@ -53,13 +53,18 @@ class Bitmap {
   flush() { this.ctx.putImageData(this.image, 0, 0); }
 }
 
-/** Colour bar with its range; a swatch for non-finite values when there are any. */
+/**
+ * Colour bar with its range; a swatch for non-finite values when there are any. Until the first
+ * update it holds about the room its values take (transparent), so that a plot not drawn yet has
+ * about the size it will have (`map`: the colour map, when known).
+ */
 export class Legend {
-  constructor(parent) {
+  constructor(parent, map = null) {
     this.bar = h("canvas", { class: "legend-bar", width: 128, height: 1 });
-    this.lo = h("span", { class: "lo" });
-    this.mid = h("span", { class: "mid" });
-    this.hi = h("span", { class: "hi" });
+    this.lo = h("span", { class: "lo", text: "-0.0000" });
+    this.mid = h("span", { class: "mid", text: map === "diverging" ? "(white: 0)" : "" });
+    this.hi = h("span", { class: "hi", text: "-0.0000" });
+    this.lo.style.color = this.hi.style.color = "transparent";
     this.nan = h("span", { class: "nan", hidden: true }, h("i", { class: "swatch" }), " NaN/Inf");
     this.el = h("div", { class: "legend" }, this.lo, this.bar, this.hi, this.mid, this.nan);
     parent.append(this.el);
@@ -73,6 +78,7 @@ export class Legend {
       ctx.putImageData(img, 0, 0);
       this.map = map;
     }
+    this.lo.style.color = this.hi.style.color = "";
     this.lo.textContent = formatValue(lo);
     this.hi.textContent = formatValue(hi);
     this.mid.textContent = map === "diverging" ? "(white: 0)" : "";
@@ -102,7 +108,7 @@ export class Heatmap {
     this.ctx = sizeCanvas(this.canvas, this.w, this.h);
     this.bitmap = new Bitmap(cols, rows);
     parent.append(h("div", { class: "plot" }, this.canvas));
-    this.legend = new Legend(parent);
+    this.legend = new Legend(parent, map);
     this.out = readout(parent, hint);
     this.view = null;
     this.canvas.addEventListener("mousemove", (ev) => this.hover(ev));
@@ -172,7 +178,7 @@ export class ThumbGrid {
     this.ctx = sizeCanvas(this.canvas, this.w, this.h);
     this.bitmap = new Bitmap(width, height);
     parent.append(h("div", { class: "plot" }, this.canvas));
-    this.legend = new Legend(parent);
+    this.legend = new Legend(parent, map);
     this.out = readout(parent, hint);
     this.view = null;
     this.canvas.addEventListener("mousemove", (ev) => this.hover(ev));

@@ -1,0 +1,51 @@
+"""Test-only crashes at named points of the write path, to check what a crash there leaves behind.
+
+`ACC_CAPTURE_CRASH=<point>[:<n>]` ends the process with `os._exit(EXIT_CODE)` the n-th time (1 if not
+given) `crash_point(<point>)` is reached, as a kill would: no cleanup, no flush, no lock release.
+The points: `data-written`, `published`, `mid-file`, `resume`, `live-step` (see where they are called).
+The variable is read once, at import; unset, `crash_point` returns at its first test.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+VARIABLE = "ACC_CAPTURE_CRASH"
+EXIT_CODE = 86  # what a crash point exits with (not one the CLI uses)
+POINTS = ("data-written", "published", "mid-file", "resume", "live-step")
+
+
+def _parse(text: str | None) -> tuple[str, int] | None:
+    if not text:
+        return None
+    name, _, n = text.partition(":")
+    if name not in POINTS or not (n or "1").isdigit() or int(n or "1") < 1:
+        raise ValueError(f"{VARIABLE}={text!r}: write <point>[:<n>], a point of {', '.join(POINTS)} and n >= 1")
+    return name, int(n or "1")
+
+
+_ARMED = _parse(os.environ.get(VARIABLE))
+_LOCK = threading.Lock()  # (points may be reached from several writing threads at once)
+_reached = 0
+
+
+def crash_point(name: str, write_half: tuple[Path, bytes] | None = None) -> None:
+    """End the process here if ACC_CAPTURE_CRASH names this point and this is its n-th time. With
+    `write_half` (a file and the bytes meant for it), first write half of those bytes to that file."""
+    if _ARMED is None or _ARMED[0] != name:
+        return
+    global _reached
+    with _LOCK:
+        _reached += 1
+        if _reached != _ARMED[1]:
+            return
+        if write_half is not None:
+            path, data = write_half
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data[: len(data) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+        os._exit(EXIT_CODE)
