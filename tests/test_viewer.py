@@ -23,8 +23,8 @@ import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec
 
 from acc.step_inspector import StepTensorKey
-from browser import (Served, byte_span, canvases, close, copy_recording, free_port, open_at, serve_in_thread, show,
-                     step_bytes, wait_for_port, wait_step, wait_worker)
+from browser import (SECTION_SHOWS, Served, byte_span, canvases, close, copy_recording, free_port, open_at,
+                     serve_in_thread, show, step_bytes, wait_for_port, wait_step, wait_worker)
 from capture.recording import Recording
 from conftest import acc
 from viewer import ViewerError, build, make_server
@@ -472,6 +472,49 @@ def test_sections_out_of_view_fetch_nothing_until_scrolled_to(page, bcl_site):
     assert asked and all(any(a in u for a in own) for u in asked), asked
     held = page.evaluate("[...window.accViewer.store.entries.keys()].filter((k) => k.startsWith('tensors/'))")
     assert {k.split("#")[0] for k in held} == {"tensors/neighbors", "tensors/encoder_weights"}, held
+
+
+COSINE = ("weight_cosine_matrix", "som_target_cosine_matrix", "grad_cosine_matrix")
+
+
+def test_far_switch_with_one_section_in_view_asks_for_its_arrays_and_draws_the_store(page, bcl_site):
+    """The budget of a far switch: none of the page's tensors at its top (bench_viewer.py's 'top' view),
+    and with the cosine section alone in the window, its three arrays only, one request each, drawn
+    as the store holds them."""
+    open_at(page, bcl_site, 10)
+    wait_worker(page)
+    before = len(page.watch.requests)
+    page.evaluate("window.accViewer.go(24)")  # far, in another shard
+    wait_step(page, 24)
+    assert len([u for u in page.watch.requests[before:] if TENSOR_REQUESTS in u]) <= 2  # (none, in fact: see above)
+
+    # a window as tall as the section, scrolled to it: the one section in view
+    height = page.evaluate("document.querySelector(\"[data-section='cosine']\").getBoundingClientRect().height")
+    page.set_viewport_size({"width": 1440, "height": int(height)})
+    page.evaluate("window.scrollTo(0, document.querySelector(\"[data-section='cosine']\").getBoundingClientRect().top + window.scrollY)")
+    page.wait_for_function(SECTION_SHOWS, arg=["[data-section='cosine']", 24], timeout=15000)
+    assert page.evaluate(SECTIONS_IN_VIEW) == ["cosine"]
+    arrays = [f"tensors/{k}" for k in COSINE]
+    page.wait_for_function(HELD, arg=[arrays, [23, 25]], timeout=15000)  # its neighbours prefetched
+
+    before = len(page.watch.requests)
+    page.evaluate("window.accViewer.go(3)")
+    wait_step(page, 3)
+    page.wait_for_function(HELD, arg=[arrays, [2, 4]], timeout=15000)  # every request made, prefetches too
+    asked = [u for u in page.watch.requests[before:] if TENSOR_REQUESTS in u]
+    assert asked and all(any(f"/{a}/" in u for a in arrays) for u in asked), asked
+    for a in arrays:
+        assert len(page.watch.step_fetches(step_bytes(bcl_site.path, a, 3))) == 1, a
+    assert page.locator("[data-section='trace-forces']").get_attribute("data-step") != "3"  # above it, out of view
+
+    data = Recording.open(bcl_site.path).step(3)
+    for key in COSINE:
+        m = data[key].astype(np.float64)
+        text = page.locator(f"[data-key='{key}'] .offdiag strong").text_content()
+        assert close(text, (m.sum() - np.trace(m)) / (m.size - m.shape[0])), (key, text)
+    for key, (r, c) in zip(COSINE, [(5, 9), (40, 2), (63, 62)]):
+        text = hover_cell(page, f"[data-key='{key}']", r, c)
+        assert close(text.rsplit(": ", 1)[1], data[key][r, c]), (key, text, data[key][r, c])
 
 
 # JS: the arrays showing a step takes, and those of them that are sharded
