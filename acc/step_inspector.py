@@ -136,12 +136,19 @@ class StepInspector:
     when it is over, and `drain()` to take the finished steps. Each capture is one copy to the CPU,
     so later in-place updates of the live tensor cannot change what was captured. Keys come from
     one vocabulary (`keys`, StepTensorKey by default): a key of another is refused.
+
+    `into(slots)` gives the next step's captures a place to go: a capture whose shape and dtype match
+    its key's slot is copied there (a CUDA tensor asynchronously, `non_blocking`; `commit()` then
+    synchronises once for the whole step), not into a new tensor. A recording session passes rows
+    of its shared buffers this way, so each captured value is copied exactly once.
     """
 
     def __init__(self, keys: type[TensorKey] = StepTensorKey) -> None:
         self.keys = keys
         self._current: dict[TensorKey, torch.Tensor] = {}
         self._done: list[tuple[int, dict[TensorKey, torch.Tensor]]] = []
+        self._slots: dict[TensorKey, torch.Tensor] = {}
+        self._cuda = False  # an asynchronous copy from a GPU is pending
 
     def key(self, key: TensorKey | str) -> TensorKey:
         """`key` as a member of this inspector's vocabulary (its value as a string works too)."""
@@ -165,15 +172,35 @@ class StepInspector:
         if tensor.dim() != len(key.dims):
             raise CaptureError(f"capture({key.value}): the key has {len(key.dims)} dims {key.dims}, "
                                f"the tensor has shape {tuple(tensor.shape)}")
-        self._current[key] = tensor.detach().to("cpu", copy=True)
+        tensor = tensor.detach()
+        slot = self._slots.get(key)
+        if slot is not None and slot.shape == tensor.shape and slot.dtype == tensor.dtype:
+            slot.copy_(tensor, non_blocking=tensor.is_cuda)
+            self._cuda |= tensor.is_cuda
+            self._current[key] = slot
+        else:
+            self._current[key] = tensor.to("cpu", copy=True)
+
+    def into(self, slots: dict[TensorKey, torch.Tensor]) -> None:
+        """Where the next captures of these keys go (see the class); each slot holds one step's value."""
+        self._slots = slots
+
+    def take(self) -> dict[TensorKey, torch.Tensor]:
+        """The current step's captures, their copies finished; the inspector starts a new step."""
+        if self._cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            self._cuda = False
+        current, self._current, self._slots = self._current, {}, {}
+        return current
 
     def get(self, key: TensorKey) -> torch.Tensor | None:
         """A tensor captured during the current (uncommitted) step."""
         return self._current.get(key)
 
     def commit(self, step: int) -> None:
-        self._done.append((step, self._current))
-        self._current = {}
+        self._done.append((step, self.take()))
 
     def drain(self) -> list[tuple[int, dict[TensorKey, torch.Tensor]]]:
         done, self._done = self._done, []

@@ -4,14 +4,16 @@
 and dtypes of the first step's captures, grows them as steps come, and publishes `steps_completed`
 only after everything it counts is on disk. `BackgroundWriter` runs it on a thread so compression
 overlaps training. `capture.session` (`record()`) is the one way steps reach them.
+
+`Recorder.write` takes a block of steps already stacked by key (capture.writer's `Ring`), so the
+writer copies nothing; it runs in the writer process (capture.writer), where torch is not imported
+unless a float16 cast needs it.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import io
-import queue
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +21,10 @@ from typing import Callable
 
 import numcodecs
 import numpy as np
-import torch
 import zarr
 from isal import igzip
 from zarr.codecs import BytesCodec, ShardingCodec
 
-from acc.step_inspector import TensorKey
 from capture import format as fmt
 from capture.codecs import IsalGzipCodec
 from capture.crash import crash_point
@@ -143,6 +143,8 @@ def _as_dtype(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if block.dtype == dtype:
         return block
     if dtype == np.float16 and block.dtype == np.float32:
+        import torch
+
         return torch.from_numpy(np.ascontiguousarray(block)).to(torch.float16).numpy()
     return block.astype(dtype)
 
@@ -175,11 +177,18 @@ def _state_key(step: int) -> str:
     return f"{fmt.STATE_GROUP}/step-{step:08d}.pt"
 
 
-def save_state(store: Store | Path, step: int, state: dict) -> None:
-    """The training state after `step` steps, written atomically (loaded with weights_only=True)."""
+def state_bytes(state: dict) -> bytes:
+    """A training state as the bytes `save_state` writes (torch.save; loaded with weights_only=True)."""
+    import torch
+
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    open_store(store).put(_state_key(step), buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_state(store: Store | Path, step: int, state: dict | bytes) -> None:
+    """The training state after `step` steps (a dict, or its `state_bytes`), written atomically."""
+    open_store(store).put(_state_key(step), state if isinstance(state, bytes) else state_bytes(state))
 
 
 def has_state(store: Store | Path, step: int) -> bool:
@@ -187,6 +196,8 @@ def has_state(store: Store | Path, step: int) -> bool:
 
 
 def load_state(store: Store | Path, step: int) -> dict:
+    import torch
+
     store = open_store(store)
     try:
         data = store.get(_state_key(step))
@@ -206,6 +217,8 @@ def prune_states(store: Store | Path, keep: int) -> None:
 
 def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
+
+    import torch
 
     try:
         tool = version("acc-capture")
@@ -232,11 +245,11 @@ class Recorder:
     flock on a local directory, a lock object in an object store).
     """
 
-    def __init__(self, store: Store, root: zarr.Group, meta: dict, lock: WriterLock, vocabulary: type[TensorKey],
+    def __init__(self, store: Store, root: zarr.Group, meta: dict, lock: WriterLock | None, own: dict,
                  expect_steps: int = 0):
         self.store, self.root, self.meta, self._lock = store, root, meta, lock
         self.path: Path | str = store.location
-        self.vocabulary, self.expect_steps = vocabulary, expect_steps
+        self.own, self.expect_steps = own, expect_steps  # the vocabulary's own summaries (TensorKey.summaries())
         self.steps_completed: int = meta["steps_completed"]
         self.policy = Policy.from_dict(meta["policy"] or {})
         self.tensors = {k: root["tensors"][k] for k in meta["keys"]}
@@ -247,7 +260,15 @@ class Recorder:
                           for arr in [*self.tensors.values(), *self.summaries.values()]}
 
     @classmethod
-    def create(cls, path: Path | str | Store, vocabulary: type[TensorKey], policy: Policy, expect_steps: int = 0,
+    def attach(cls, location: Path | str, own: dict, expect_steps: int = 0) -> Recorder:
+        """The recorder of a recording that `create` or `append` prepared, in the process that writes it
+        (the writer process): it goes on from the recording's metadata; the lock is its preparer's."""
+        store = open_store(location)
+        root = zarr.open_group(store.zarr(read_only=False), mode="r+", zarr_format=3)
+        return cls(store, root, dict(root.attrs[fmt.ATTRS_KEY]), None, own, expect_steps)
+
+    @classmethod
+    def create(cls, path: Path | str | Store, vocabulary, policy: Policy, expect_steps: int = 0,
                **meta) -> Recorder:
         """A new recording at `path` (a directory, cleared; or a URL), with no arrays until the first write.
         `meta` goes into the root attributes: condition, config, seed, device, note, command, recipe."""
@@ -264,10 +285,10 @@ class Recorder:
         root.create_group("summary")
         root.create_group(fmt.STATE_GROUP)
         root.attrs[fmt.ATTRS_KEY] = meta
-        return cls(store, root, meta, lock, vocabulary, expect_steps)
+        return cls(store, root, meta, lock, vocabulary.summaries(), expect_steps)
 
     @classmethod
-    def append(cls, path: Path | str | Store, vocabulary: type[TensorKey], command: str, expect_steps: int = 0,
+    def append(cls, path: Path | str | Store, vocabulary, command: str, expect_steps: int = 0,
                need_state: bool = True) -> tuple[Recorder, dict | None]:
         """Reopen a recording to add steps after its completed ones.
 
@@ -289,7 +310,7 @@ class Recorder:
             for key, _ in store.list():
                 if key.endswith(PARTIAL):
                     store.delete(key)
-            recorder = cls(store, root, meta, lock, vocabulary, expect_steps)
+            recorder = cls(store, root, meta, lock, vocabulary.summaries(), expect_steps)
             recorder._resize(done)  # drops the chunks of discarded steps
             meta["status"] = "recording"
             meta["resumed"] = [*meta.get("resumed", []), {"at_step": done, "command": command, "time": _now()}]
@@ -316,7 +337,7 @@ class Recorder:
 
     def _allocate(self, first: dict[str, np.ndarray], n: int) -> None:
         """Make the arrays of a new recording from the first steps' stacked captures."""
-        table = {e["key"]: e for e in self.vocabulary.table()}
+        table = {e["key"]: e for e in self.meta["key_table"]}
         captured = {k: (v.shape[1:], v.dtype) for k, v in first.items()}
         sizes = {"step": 0}
         for key, (shape, _) in captured.items():
@@ -350,17 +371,18 @@ class Recorder:
         self.meta["keys"] = stored
         self._chunkers = {arr.path: _Chunker(self.store, arr, 0) for arr in self._arrays()}
 
-    def write(self, steps: list[tuple[int, dict[TensorKey, torch.Tensor]]], state: dict | None = None) -> None:
-        """Append committed steps (in order, starting at steps_completed) and the state after them; then publish."""
-        if not steps:
+    def write(self, t0: int, blocks: dict[str, np.ndarray], state: dict | bytes | None = None) -> None:
+        """Append steps t0.. (`blocks`: each captured key's values of those steps, stacked: [n, ...];
+        t0 must be steps_completed) and the training state after them; then publish them."""
+        n = len(next(iter(blocks.values()))) if blocks else 0
+        if not n:
             return
-        t0, t1 = self.steps_completed, self.steps_completed + len(steps)
-        if [s for s, _ in steps] != list(range(t0, t1)):
-            raise RuntimeError(f"steps out of order: expected {t0}..{t1 - 1}, got {[s for s, _ in steps]}")
-        full = np.array([self.policy.is_full(s) for s, _ in steps])
-        blocks = {str(key): _stack([captures[key] for _, captures in steps]) for key in steps[0][1]}
+        if t0 != self.steps_completed:
+            raise RuntimeError(f"steps out of order: expected step {self.steps_completed}, got {t0}")
+        t1 = t0 + n
+        full = np.array([self.policy.is_full(s) for s in range(t0, t1)])
         if self._specs is None:
-            own = fmt.summaries({k: (v.shape[1:], v.dtype) for k, v in blocks.items()}, self.vocabulary.summaries())
+            own = fmt.summaries({k: (v.shape[1:], v.dtype) for k, v in blocks.items()}, self.own)
             if not self.tensors and not self.summaries:
                 self._specs = own
                 self._allocate(blocks, t1)
@@ -402,55 +424,3 @@ class Recorder:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-
-
-def _stack(tensors: list[torch.Tensor]) -> np.ndarray:
-    """One key's captures of n steps as one array [n, ...] (bfloat16, which numpy lacks, as float32)."""
-    block = torch.stack(tensors)
-    if block.dtype == torch.bfloat16:
-        block = block.float()
-    return block.numpy()
-
-
-class BackgroundWriter:
-    """Runs `Recorder.write` on a thread behind a bounded queue, so compression overlaps training.
-
-    Chunks are written in the order submitted; at most `depth` chunks wait in memory. An error in
-    the writer is raised in the submitting thread at the next `submit()` or at `close()`.
-    """
-
-    def __init__(self, recorder: Recorder, depth: int = 2):
-        self.recorder = recorder
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="acc-capture-writer", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    self.recorder.write(*item)
-                except BaseException as e:  # handed to the training thread
-                    self._error = e
-            self._queue.task_done()
-        self._queue.task_done()
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def submit(self, steps: list, state: dict | None = None) -> None:
-        self._raise()
-        self._queue.put((steps, state))
-
-    def wait(self) -> None:
-        """Wait until everything submitted so far is on disk (or failed), then raise any error."""
-        self._queue.join()
-        self._raise()
-
-    def close(self) -> None:
-        """Wait until everything submitted is on disk (or failed), then raise any error."""
-        self._queue.put(None)
-        self._thread.join()
-        self._raise()

@@ -15,15 +15,16 @@ from capture.session import RecordingSession
 
 
 def train_and_record(run: Run, session: RecordingSession, steps: int, chunk_steps: int,
-                     on_progress: Callable[[int], None] | None = None) -> None:
+                     on_progress: Callable[[int], None] | None = None, threads: int | None = None) -> None:
     """Train `steps` steps of `run`, `chunk_steps` at a time; each chunk is written while the next trains.
 
-    `on_progress(n)` is called as each chunk of n steps has trained.
+    `on_progress(n)` is called as each chunk of n steps has trained. Training uses `threads` torch
+    threads (default: one fewer than it had, leaving a core to the writer).
     """
-    session.chunk_steps = None  # flushed here, with the state that continues after the chunk
+    session.flush_by_hand(chunk_steps)  # flushed here, with the state that continues after the chunk
     hooks = InspectorHooks(run, session.inspector, commit=session.commit)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads - 1))  # leave a core to the writer: oversubscribed, both crawl
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or max(1, before - 1))  # a core for the writer: oversubscribed, both crawl
     try:
         done = 0
         while done < steps:
@@ -34,5 +35,5 @@ def train_and_record(run: Run, session: RecordingSession, steps: int, chunk_step
             if on_progress:
                 on_progress(n)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
         hooks.remove()

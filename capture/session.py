@@ -15,8 +15,9 @@
             opt.step()
 
 Shapes and dtypes are fixed by the first committed step; a later step that differs is refused by
-`commit()`, naming the key. Committed steps are written behind the loop by the background writer,
-`chunk_steps` at a time. Leaving the `with` normally writes every step (status `complete`); leaving
+`commit()`, naming the key. Each capture is copied once, into a row of the session's ring of
+shared buffers (capture.writer); every `chunk_steps` steps a filled block of it goes to the writer,
+a process of its own, which writes it while the loop goes on. Leaving the `with` normally writes every step (status `complete`); leaving
 it by an exception writes every committed step (status `interrupted`).
 """
 
@@ -28,8 +29,9 @@ import torch
 
 from acc.step_inspector import CaptureError, StepInspector, TensorKey
 from capture import format as fmt
-from capture.recorder import BackgroundWriter, Policy, Recorder
+from capture.recorder import Policy, Recorder, state_bytes
 from capture.store import Store, is_url, open_store
+from capture.writer import Ring, start_writer
 
 __all__ = ["CaptureError", "RecordingSession", "record"]
 
@@ -40,14 +42,17 @@ class RecordingSession:
     Made by `record()` (a new recording) or `RecordingSession.resume()` (going on with one).
     """
 
-    def __init__(self, recorder: Recorder, chunk_steps: int | None):
+    def __init__(self, recorder: Recorder, keys: type[TensorKey], chunk_steps: int | None):
         self.recorder = recorder
-        self.keys: type[TensorKey] = recorder.vocabulary
+        self.keys: type[TensorKey] = keys
         self.inspector = StepInspector(self.keys)
         self.chunk_steps = chunk_steps  # None: only `flush()` hands steps to the writer
+        self.rows = chunk_steps or 20  # steps a block of the ring holds
         self.step: int = recorder.steps_completed  # the step being captured
-        self._writer = BackgroundWriter(recorder)
-        self._pending: list[tuple[int, dict]] = []
+        self._writer = start_writer(recorder, keys)
+        self._ring: Ring | None = None  # made at the first commit, from its captures
+        self._slots: list[list[dict]] = []  # [block][row]: {key: torch view of that row}
+        self._block, self._n, self._t0 = 0, 0, self.step  # the block being filled, its rows filled, its first step
         self._signature: dict[TensorKey, tuple[tuple[int, ...], torch.dtype]] | None = None
         self._closed = False
 
@@ -58,7 +63,7 @@ class RecordingSession:
     @property
     def steps_completed(self) -> int:
         """Steps written and published (committed steps may still be on their way)."""
-        return self.recorder.steps_completed
+        return self._writer.steps_completed
 
     @classmethod
     def resume(cls, path: str | Path, keys: type[TensorKey], command: str, chunk_steps: int | None = None,
@@ -66,23 +71,70 @@ class RecordingSession:
         """Go on with a recording after its completed steps; also returns the training state saved there
         (FileNotFoundError if none was, BlockingIOError if another process is writing the recording)."""
         recorder, state = Recorder.append(path, keys, command, expect_steps)
-        return cls(recorder, chunk_steps), state
+        return cls(recorder, keys, chunk_steps), state
 
     def sync(self) -> None:
         """Write every committed step now and wait until they are on disk (raises the writer's error)."""
         self.flush()
         self._writer.wait()
 
+    def flush_by_hand(self, rows: int) -> None:
+        """Steps go to the writer only at `flush()`, which comes at least every `rows` steps."""
+        self.chunk_steps = None
+        if self._ring is None:
+            self.rows = rows
+        elif self._ring.rows < rows:
+            self._grow(rows)
+
     # -- the loop's side
     def commit(self) -> None:
-        """End the current step: its captures are checked against the first step's and queued for writing."""
-        captures = self.inspector._current
-        self.inspector._current = {}
+        """End the current step: its captures are checked against the first step's and put in the ring."""
+        captures = self.inspector.take()
         self._check(captures)
-        self._pending.append((self.step, captures))
+        if self._ring is None:
+            self._start_ring(captures)
+        elif self._n == self._ring.rows:  # (flushed by hand, later than promised)
+            self._grow(2 * self._ring.rows)
+        slots = self._slots[self._block][self._n]
+        for key, value in captures.items():
+            if value is not slots[key]:  # (else captured in place)
+                slots[key].copy_(value)
+        self._n += 1
         self.step += 1
-        if self.chunk_steps and len(self._pending) >= self.chunk_steps:
+        if self.chunk_steps and self._n >= self.chunk_steps:
             self.flush()
+        self._offer()
+
+    def _start_ring(self, captures: dict[TensorKey, torch.Tensor]) -> None:
+        signature = {}
+        for key, value in captures.items():
+            dtype = str(value.dtype).removeprefix("torch.")
+            signature[key.value] = (tuple(value.shape), "float32" if dtype == "bfloat16" else dtype)
+        self._use_ring(Ring(signature, max(self.rows, 1)))
+
+    def _use_ring(self, ring: Ring) -> None:
+        self._writer.attach(ring)
+        self._ring, self._block = ring, 0
+        members = {k.value: k for k in self.keys}
+        self._slots = []
+        for arrays in ring.arrays:
+            views = {members[k]: torch.from_numpy(a) for k, a in arrays.items()}
+            self._slots.append([{k: v[row] for k, v in views.items()} for row in range(ring.rows)])
+
+    def _grow(self, rows: int) -> None:
+        """A ring of `rows` rows a block, holding the rows filled so far."""
+        self._writer.wait()  # (every block handed over is written: only the current one is in use)
+        old = self._ring
+        ring = Ring(old.signature, rows)
+        for key, values in old.block(self._block, self._n).items():
+            ring.arrays[0][key][: self._n] = values
+        self._use_ring(ring)
+        old.close()
+
+    def _offer(self) -> None:
+        """The next step's captures go straight into their row of the ring."""
+        if self._ring is not None and self._n < self._ring.rows:
+            self.inspector.into(self._slots[self._block][self._n])
 
     def _check(self, captures: dict[TensorKey, torch.Tensor]) -> None:
         step = self.step
@@ -114,14 +166,21 @@ class RecordingSession:
 
     def flush(self, state: dict | None = None) -> None:
         """Hand the committed steps to the writer, with the training state after them (for resume)."""
-        if self._pending or state is not None:
-            self._writer.submit(self._pending, state)
-            self._pending = []
+        if not self._n:
+            return
+        self._writer.submit(self._block, self._t0, self._n, None if state is None else state_bytes(state))
+        self._t0 += self._n
+        self._n = 0
+        self._block = (self._block + 1) % self._ring.blocks
+        self._writer.free(self._block)  # (written two flushes ago, normally long since)
+        self._offer()
 
     def discard(self) -> None:
         """Drop the step being captured and the committed steps not yet handed to the writer."""
-        self.inspector._current = {}
-        self._pending = []
+        self.inspector.take()
+        self.step -= self._n
+        self._n = 0
+        self._offer()
 
     # -- the end
     def close(self, status: str = "complete") -> None:
@@ -131,15 +190,17 @@ class RecordingSession:
         self._closed = True
         try:
             self.flush()
-            self._writer.close()
         except BaseException:
             status = "interrupted"
             raise
         finally:
+            self.inspector.take()
             try:
-                self.recorder.finish(status)
-            except OSError:
-                self.recorder.close()
+                self._writer.close(status)
+            finally:
+                if self._ring is not None:
+                    self._slots = []
+                    self._ring.close()
 
     def __enter__(self) -> RecordingSession:
         return self
@@ -249,7 +310,7 @@ def record(path: str | Path, keys: type[TensorKey], *, note: str = "", config: d
             shutil.rmtree(path)
     policy = Policy(stored, full_every, ranges, dtype)
     recorder = Recorder.create(path, keys, policy, meta.pop("expect_steps", 0), note=note, config=config, seed=seed, **meta)
-    return RecordingSession(recorder, chunk_steps)
+    return RecordingSession(recorder, keys, chunk_steps)
 
 
 def _check_json(config) -> None:

@@ -610,12 +610,22 @@ def test_a_training_failure_gives_500_and_the_session_reopens_from_the_saved_sta
     assert_same_recording(live.path, reference, 30)
 
 
-def test_a_training_failure_waits_for_the_steps_handed_to_the_writer(live, monkeypatch):
+@pytest.fixture
+def live_thread_writer(base, tmp_path, monkeypatch):
+    """`live` with the writer on a thread of this process, where a test can hold its writes."""
+    monkeypatch.setenv("ACC_CAPTURE_WRITER", "thread")
+    live = start_live(shutil.copytree(base, tmp_path / "rec"), tmp_path / "recordings")
+    yield live
+    live.stop()
+
+
+def test_a_training_failure_waits_for_the_steps_handed_to_the_writer(live_thread_writer, monkeypatch):
     """The same failure while the first chunk is still being written: the API must let it reach the disk
     before it reopens the recording. (The writer is held until the API waits for it or reopens the
     recording, so that the order of events is the same on every run.)"""
     import capture.live
 
+    live = live_thread_writer
     old = live.api.session.session  # the RecordingSession
     writer, go = old._writer, threading.Event()
     write, wait, close = old.recorder.write, writer.wait, writer.close
