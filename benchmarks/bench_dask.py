@@ -6,7 +6,8 @@ Records `--steps` steps of bcl-slow keeping `encoder_weights` (or uses --path), 
 examples/dask_analysis.py's statistics (each feature's weight drift and the mean off-diagonal
 cosine recomputed from the weights, over every step) through `Recording.to_xarray()` on a
 LocalCluster of 1, 2 and 4 single-threaded worker processes: from disk, and from a bucket (the
-recording uploaded to moto's S3 server on 127.0.0.1, in this process, which the workers then read).
+recording uploaded to moto's S3 server on 127.0.0.1, a process of its own, which the workers then
+read; its CPU time is part of the bucket figures).
 For reference, the same statistics in one process without dask, reading each step with
 `Recording.step`. Each figure: the median and the best of --repeats computations after one warm-up.
 """
@@ -75,19 +76,13 @@ def one_process(location: str, repeats: int) -> float:
 
 
 def upload_to_moto(path: Path):
-    """Start moto's S3 server on 127.0.0.1, point the AWS variables at it, upload the recording."""
-    from moto.server import ThreadedMotoServer
+    """Start moto's S3 server on 127.0.0.1 (a process of its own), point the AWS variables at it,
+    upload the recording."""
+    from bench_storage import start_moto
 
     from capture.store import ObjectStore, open_store
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
-                      AWS_ENDPOINT_URL=f"http://{host}:{port}")
-    import boto3
-
-    boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).create_bucket(Bucket="bench")
+    server, _ = start_moto("bench")
     src, url = open_store(path), "s3://bench/recording"
     t = time.perf_counter()
     ObjectStore(url).put_many((key, src.get(key)) for key, _ in src.list())
@@ -114,6 +109,7 @@ def main() -> None:
         from capture import Recording
 
         rec = Recording.open(path)
+        size = sum(n for _, n in rec.store.list("tensors/encoder_weights"))
         sources = {"disk": str(path)}
         if not args.no_bucket:
             server, url, upload = upload_to_moto(path)
@@ -124,10 +120,11 @@ def main() -> None:
                 rows.append((f"LocalCluster, {n} worker{'s' if n > 1 else ''}", name, on_cluster(location, n, args.repeats)))
     finally:
         if server is not None:
-            server.stop()
+            from bench_storage import stop_moto
+
+            stop_moto(server)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    size = rec.tensors["encoder_weights"].nbytes_stored() if hasattr(rec.tensors["encoder_weights"], "nbytes_stored") else 0
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}; "
           f"{rec.steps} steps of encoder_weights [64, 784] float32 ({size / 1e6:.0f} MB of gzip in "
           f"{-(-rec.steps // 20)} shards); median of {args.repeats}")

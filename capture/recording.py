@@ -15,7 +15,7 @@ from isal import igzip
 from acc.step_inspector import RENDERS
 from capture import format as fmt
 from capture.codecs import use_fast_gzip
-from capture.store import DirStore, Store, StoreError, open_store
+from capture.store import DirStore, ObjectStore, Store, StoreError, open_store
 
 use_fast_gzip()  # the same gzip bytes, decoded by ISA-L: reading a step is about twice as fast
 
@@ -43,6 +43,13 @@ def _read_meta(store: Store) -> dict:
     try:
         text = store.get("zarr.json")
     except (FileNotFoundError, IsADirectoryError):
+        if store.local is None and isinstance(store, ObjectStore):  # a 404: no such object, or no S3 API there
+            try:
+                store.is_empty()  # (a listing: an S3 API answers it; any other web server fails it)
+            except StoreError as e:
+                raise RecordingError(str(e)) from None
+            except (OSError, ValueError):
+                pass
         raise RecordingError(f"not a recording (no zarr.json): {path}") from None
     except (StoreError, PermissionError) as e:
         raise RecordingError(str(e)) from None
@@ -195,20 +202,37 @@ def _read_file(store: Store, arr: zarr.Array, index: int, steps: int) -> np.ndar
     return out
 
 
+class _Files:
+    """Steps [0, steps) of `arr` as an array-like whose blocks are its files, for `dask.array.from_array`:
+    a block of a file's steps is read by `_read_file` (one read of the file), so one task reads one file."""
+
+    def __init__(self, store: Store, arr: zarr.Array, steps: int, per_file: int):
+        self.store, self.arr, self.per_file = store, arr, per_file
+        self.shape, self.dtype, self.ndim = (steps, *arr.shape[1:]), arr.dtype, arr.ndim
+
+    def __getitem__(self, index: tuple) -> np.ndarray:
+        """`index`: a slice of steps, then the other dimensions' (dask asks for one file's steps at a time)."""
+        start, stop, _ = index[0].indices(self.shape[0])
+        parts = []
+        for i in range(start // self.per_file, -(-stop // self.per_file)):  # the files that hold steps [start, stop)
+            first = i * self.per_file
+            block = _read_file(self.store, self.arr, i, min(self.per_file, self.shape[0] - first))
+            parts.append(block[max(start - first, 0):stop - first])
+        if not parts:
+            return np.empty((0, *self.shape[1:]), self.dtype)[(slice(None), *index[1:])]
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts))[(slice(None), *index[1:])]
+
+
 def _lazy(store: Store, arr: zarr.Array, steps: int, name: str):
     """Steps [0, steps) of `arr` as a dask array of one chunk per file (one task reads one file)."""
-    import dask
     import dask.array as da
 
     files = fmt.file_layout(arr)
     if files is None:  # a layout this tool does not write: zarr reads it, a chunk at a time
         return da.from_zarr(arr, name=name)[:steps]
-    blocks = []
-    for index, first in enumerate(range(0, steps, files.steps)):
-        n = min(files.steps, steps - first)
-        task = dask.delayed(_read_file, pure=True)(store, arr, index, n, dask_key_name=f"read-{name}-{index}")
-        blocks.append(da.from_delayed(task, shape=(n, *arr.shape[1:]), dtype=arr.dtype, name=f"{name}-{index}"))
-    return da.concatenate(blocks, axis=0)
+    chunks = (tuple(min(files.steps, steps - first) for first in range(0, steps, files.steps)), *arr.shape[1:])
+    return da.from_array(_Files(store, arr, steps, files.steps), chunks=chunks, name=name, asarray=False,
+                         fancy=False, meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
 
 
 class Recording:

@@ -10,15 +10,18 @@ recording's relative paths with `/` (e.g. `tensors/loss/c.0.0`); the bytes are t
 - a zip file (`ZipStore`, read-only): what `acc-capture pack` writes, entries stored, not deflated, so
   a ranged read is a `pread` at the entry's offset in the zip.
 - a URL (`ObjectStore`, through obstore): `s3://bucket/prefix` (credentials, region and endpoint from
-  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL), `gs://` and `az://`
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN for temporary credentials, AWS_REGION or
+  AWS_DEFAULT_REGION, AWS_ENDPOINT_URL; nothing else is read), `gs://` and `az://`
   (obstore's own variables) and `memory://name` (in this process only). An object PUT is atomic; the
   writer lock is an object holding the writer's host, pid and a heartbeat (`ObjectLock`).
 
-obstore rather than fsspec/s3fs, by measurement (benchmarks/bench_storage.py, moto on 127.0.0.1, a
-60-step recording of 175 files, 83 MB, 16 uploads at a time): obstore uploaded it in 1.3 to 1.9 s,
-s3fs in 3.7 to 4.4 s; one small PUT took 4 to 6 ms against s3fs's 19 to 24 ms (the recorder publishes
-a few small objects every chunk of steps). obstore's requests run in Rust, off the GIL, so uploads
-do not compete with training for the interpreter. zarr-python reads both (`zarr.storage.ObjectStore`).
+obstore rather than fsspec/s3fs, by measurement (benchmarks/bench_storage.py, moto in a process of its
+own on 127.0.0.1, a 200-step recording of 328 files, 263 MB, 16 uploads at a time, on a busy 2-core
+machine, four runs): obstore uploaded it in 1.9 to 2.5 s, s3fs in 2.4 to 4.0 s, and obstore's client
+spent 0.4 s of CPU on it against s3fs's 1.3 s; one small PUT took 4.1 to 5.1 ms against 6.4 to 9.7 ms
+(the recorder publishes a few small objects every chunk of steps). obstore's requests run in Rust,
+off the GIL, so uploads do not compete with training for the interpreter. zarr-python reads both
+(`zarr.storage.ObjectStore`).
 """
 
 from __future__ import annotations
@@ -384,7 +387,10 @@ class ObjectStore(Store):
             key, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
             if not key or not secret:
                 raise StoreError(f"no credentials for {self.url}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-            config = {"access_key_id": key, "secret_access_key": secret, "region": env.get("AWS_REGION") or "us-east-1"}
+            region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+            config = {"access_key_id": key, "secret_access_key": secret, "region": region}
+            if env.get("AWS_SESSION_TOKEN"):  # (temporary credentials)
+                config["session_token"] = env["AWS_SESSION_TOKEN"]
             endpoint = env.get("AWS_ENDPOINT_URL")
             if endpoint:
                 config["endpoint"] = endpoint
@@ -415,13 +421,26 @@ class ObjectStore(Store):
             endpoint = os.environ.get("AWS_ENDPOINT_URL") if self.scheme == "s3" else None
             return StoreError(f"cannot reach the object store for {self.url}" + (f" at {endpoint}" if endpoint else "")
                               + ": connection failed")
-        if any(c in text for c in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken")):
+        if "ExpiredToken" in text:
+            return StoreError(f"the credentials for {self.url} have expired (renew AWS_SESSION_TOKEN and its keys)")
+        if "token request" in text:  # (gs://, az://: no credentials found where obstore looks for them)
+            return StoreError(f"no credentials for {self.url}: {_error_line(e)[:160]}")
+        if any(c in text for c in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken")):
             return StoreError(f"the object store refused the credentials for {self.url} (check AWS_ACCESS_KEY_ID "
                               "and AWS_SECRET_ACCESS_KEY)")
         if "AccessDenied" in text or "403 Forbidden" in text or type(e).__name__ in ("PermissionDeniedError", "UnauthenticatedError"):
             return PermissionError(f"no permission for {where}")
         if isinstance(e, FileNotFoundError):
             return FileNotFoundError(f"no such object: {where}")
+        if any(c in text for c in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraint")):
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+            return StoreError(f"the bucket of {self.url} is not in the region {region}: set AWS_REGION to its region")
+        status = re.search(r"non-2xx status code: (\d{3}[^:]*)", text)
+        if status and "<Code>" not in text and "performing HEAD" not in text:  # (a HEAD's error has no body)
+            # an HTTP server answered, but not as an S3 API does (with an S3 error document)
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") if self.scheme == "s3" else None
+            return StoreError(f"the server for {self.url}" + (f" at {endpoint}" if endpoint else "")
+                              + f" answered {status[1].strip()} with no S3 error: is it an S3 API endpoint?")
         return StoreError(f"{where}: {_error_line(e)}")
 
     def _call(self, fn, *args, key: str | None = None, **kwargs):
@@ -733,7 +752,8 @@ def open_store(location: str | os.PathLike | Store) -> Store:
         return location
     if is_url(location):
         return ObjectStore(str(location))
-    typo = TYPO.match(os.fspath(location)) if isinstance(location, str) else None
+    text = os.fspath(location)
+    typo = TYPO.match(text) if isinstance(text, str) else None  # (a Path too: Path("s3://b/x") is s3:/b/x)
     if typo:
         raise StoreError(f"{location} looks like a URL missing a slash: write {typo[1]}://{(typo[2] or '').lstrip('/')}")
     path = _local_path(location)

@@ -27,18 +27,31 @@ from capture import Recording
 
 
 def statistics(ds: xr.Dataset, key: str = "encoder_weights") -> xr.Dataset:
-    """Lazy: each feature's weight drift [step, feature] and the mean off-diagonal cosine [step]."""
-    w = ds[key].astype(np.float32)  # [step, feature, pixel]
+    """Lazy: each feature's weight drift [step, feature] and the mean off-diagonal cosine [step].
+
+    One numpy function per dask chunk (`xr.apply_ufunc`), so a file of the recording costs two
+    tasks (read it, compute on it) rather than one per elementary operation: on a small machine,
+    dask.distributed's cost per task is what an analysis like this one is made of otherwise."""
+    w = ds[key]  # [step, feature, input]
     rows, inputs = w.dims[1], w.dims[2]
-    drift = np.sqrt(((w - w.isel(step=0)) ** 2).sum(inputs))
-    unit = w / np.sqrt((w ** 2).sum(inputs))  # each row scaled to length 1
-    # the cosine matrix's entries sum to |sum of the unit rows|^2 and its diagonal to sum of |row|^2 (= d):
-    # no d x d matrix is formed
-    d = w.sizes[rows]
-    every_pair = (unit.sum(rows) ** 2).sum(inputs)
-    diagonal = (unit ** 2).sum((rows, inputs))
-    offdiag = (every_pair - diagonal) / (d * (d - 1))
+    drift, offdiag = xr.apply_ufunc(
+        _drift_and_cosine, w, w.isel(step=0),
+        input_core_dims=[[rows, inputs], [rows, inputs]], output_core_dims=[[rows], []],
+        dask="parallelized", output_dtypes=[np.float32, np.float32])
     return xr.Dataset({"drift": drift, "cosine_offdiag": offdiag})
+
+
+def _drift_and_cosine(w: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For weights [steps, d, n] and the first step's [d, n]: ||W_t[f] - W_0[f]|| [steps, d], and the
+    mean off-diagonal cosine similarity of the rows of each W_t [steps]."""
+    w = w.astype(np.float32)
+    drift = np.sqrt(((w - first) ** 2).sum(-1))
+    unit = w / np.sqrt((w ** 2).sum(-1, keepdims=True))  # each row scaled to length 1
+    # the cosine matrix's entries sum to |sum of the unit rows|^2 and its diagonal to sum of |row|^2:
+    # no d x d matrix is formed
+    d = w.shape[-2]
+    offdiag = ((unit.sum(-2) ** 2).sum(-1) - (unit ** 2).sum((-2, -1))) / (d * (d - 1))
+    return drift.astype(np.float32), offdiag.astype(np.float32)
 
 
 def main() -> None:
@@ -56,15 +69,14 @@ def main() -> None:
     rec = Recording.open(args.recording)
     ds = rec.to_xarray()
     print(f"{rec.path}: {rec.steps} steps, {args.key} {dict(ds[args.key].sizes)} in {ds[args.key].data.npartitions} chunks")
-    if args.scheduler:
-        client = Client(args.scheduler)
-    else:
-        client = Client(LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None))
-    with client:
+    cluster = None if args.scheduler else LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None)
+    with Client(args.scheduler or cluster) as client:
         client.run(use_fast_gzip)  # the workers decode gzip with ISA-L, as the reader does
         t = time.perf_counter()
         result = client.compute(statistics(ds, args.key)).result()
         took = time.perf_counter() - t
+    if cluster is not None:
+        cluster.close()
     drift, cosine = result["drift"], result["cosine_offdiag"]
     last = drift.isel(step=-1)
     print(f"computed over {rec.steps} steps in {took:.2f} s")

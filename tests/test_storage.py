@@ -312,16 +312,18 @@ def test_to_xarray_of_a_killed_recording_holds_only_its_completed_steps(tmp_path
     assert_xarray_equals_steps(rec, [0, 19, 44])
 
 
-def test_to_xarray_computes_on_a_distributed_cluster(bcl_rec, packed):
-    """The graph pickles: worker processes read the files themselves, from a directory or a zip."""
+def test_to_xarray_computes_on_a_distributed_cluster(bcl_rec, packed, bucket_rec):
+    """The graph pickles: worker processes read the files themselves, from a directory, a zip or a
+    bucket (the workers take the AWS variables from their environment)."""
     from dask.distributed import Client, LocalCluster
 
     rec = Recording.open(bcl_rec)
     weights = np.stack([rec.step(n)["encoder_weights"] for n in range(rec.steps)])
     expected = np.sqrt(((weights - weights[0]) ** 2).sum(-1))
+    assert_xarray_equals_steps(Recording.open(bucket_rec), [0, 19, 29])  # from the bucket, in this process
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        for where in (bcl_rec, packed):
+        for where in (bcl_rec, packed, bucket_rec):
             w = Recording.open(where).to_xarray()["encoder_weights"]
             got = client.compute(np.sqrt(((w - w.isel(step=0)) ** 2).sum("pixel"))).result()
             assert np.allclose(got.values, expected, rtol=1e-5), where
@@ -534,6 +536,97 @@ def test_bad_object_store_input_is_one_line_and_writes_nothing(s3, tmp_path):
     assert "unknown storage scheme" in bad_run(tmp_path, "s4://bucket/x", {})
     assert not objects(s3, "runs/x")
     assert "no credentials" in one_error_line(_info_without_credentials(tmp_path))
+    with _web_server() as web:  # an endpoint that answers HTTP, but not as S3 does
+        line = one_error_line(_cli(tmp_path, ["info", f"s3://{BUCKET}/runs/same"], {"AWS_ENDPOINT_URL": web}))
+        assert "no S3 error: is it an S3 API endpoint?" in line, line
+    assert not list(tmp_path.iterdir())
+
+
+def test_record_refuses_a_url_missing_a_slash_and_writes_nothing(s3, tmp_path, monkeypatch):
+    """record() itself, not only the CLI: never a local folder named `s3:`."""
+    import torch
+
+    from capture import TensorKey, record
+    from capture.store import StoreError
+
+    class K(TensorKey):
+        LOSS = "loss", (), "scalar"
+
+    monkeypatch.chdir(tmp_path)
+    for typo in (f"s3:/{BUCKET}/x", Path(f"s3://{BUCKET}/x")):  # (a Path of a URL is s3:/bucket/x)
+        with pytest.raises(StoreError, match="missing a slash"):
+            with record(typo, K) as rec:
+                rec.inspector.capture(K.LOSS, torch.tensor(1.0))
+                rec.commit()
+    assert not list(tmp_path.iterdir())
+
+
+def test_credentials_come_from_the_aws_variables(s3, monkeypatch):
+    from capture.store import ObjectStore
+
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "temporary")
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
+    config = ObjectStore(f"s3://{BUCKET}/x")._store.config
+    assert config["session_token"] == "temporary" and config["region"] == "eu-west-3"
+    assert config["access_key_id"] == "testing" and config["endpoint"] == s3
+
+
+def test_the_readme_cors_rules_are_what_the_viewer_needs(s3):
+    """The README's bucket CORS rules: a valid S3 CORS configuration that allows GET, HEAD and the
+    Range header and exposes the headers the page reads."""
+    import json
+    import re
+
+    import boto3
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = next(b for b in re.findall(r"```json\n(.*?)```", readme, re.S) if "CORSRules" in b)
+    rules = json.loads(block)
+    rule = rules["CORSRules"][0]
+    assert {"GET", "HEAD"} <= set(rule["AllowedMethods"]) and "Range" in rule["AllowedHeaders"]
+    assert {"Content-Range", "Content-Length", "Accept-Ranges", "ETag"} <= set(rule["ExposeHeaders"])
+    client = boto3.client("s3", endpoint_url=s3)
+    client.put_bucket_cors(Bucket=BUCKET, CORSConfiguration=rules)  # (the S3 API accepts it as it is)
+    assert client.get_bucket_cors(Bucket=BUCKET)["CORSRules"][0]["AllowedHeaders"] == rule["AllowedHeaders"]
+    client.delete_bucket_cors(Bucket=BUCKET)
+
+
+def _web_server():
+    """A plain web server on 127.0.0.1 that answers every request 404 (not an S3 API); its URL."""
+    import contextlib
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404)
+
+        do_HEAD = do_PUT = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    @contextlib.contextmanager
+    def serving():
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    return serving()
+
+
+def _cli(tmp_path: Path, args: list[str], env: dict[str, str]):
+    import subprocess
+
+    from conftest import CLI
+
+    return subprocess.run([*CLI, *args], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **env},
+                          timeout=300)
 
 
 def _info_without_credentials(tmp_path: Path):
