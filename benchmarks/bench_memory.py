@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
@@ -41,15 +41,17 @@ def main() -> None:
         run = build_run(cfg, seed=0)
         session = record(tmp / "rec", StepTensorKey, config=cfg.to_dict(), seed=0, full_every=args.full_every,
                          expect_steps=args.steps)
-        print("| steps | RSS MB | s |")
-        print("| --- | --- | --- |")
+        writer = getattr(session._writer, "process", None)  # the writer process, if it is one
+        print("| steps | RSS MB, training | RSS MB, writer | s |")
+        print("| --- | --- | --- | --- |")
         t0 = time.perf_counter()
         done = 0
         while done < args.steps:
             n = min(args.every, args.steps - done)
             train_and_record(run, session, n, 20)
             done += n
-            print(f"| {done} | {rss_mb():.0f} | {time.perf_counter() - t0:.0f} |", flush=True)
+            theirs = f"{rss_mb(writer.pid):.0f}" if writer else "-"
+            print(f"| {done} | {rss_mb():.0f} | {theirs} | {time.perf_counter() - t0:.0f} |", flush=True)
         session.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -33,7 +33,7 @@ def wall(cmd: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def steady(steps: int, tmp: Path, threads: int | None = None) -> dict[str, float]:
+def steady(steps: int, tmp: Path, threads: int | None = None, chunk: int = 20) -> dict[str, float]:
     """ms per step of the loop alone, in steady state (after a warm-up of two chunks; the time to
     write what is still queued at the end counted in): plain training, training with captures
     (nothing written), and recording every key, with `--full-every 1000`, and with `--keys loss`.
@@ -68,15 +68,21 @@ def steady(steps: int, tmp: Path, threads: int | None = None) -> dict[str, float
                          ("keys loss", {"only": ["loss"]})):
         run = build_run(cfg, seed=0)
         session = record(tmp / name.replace(" ", "-"), StepTensorKey, config=cfg.to_dict(), seed=0,
-                         expect_steps=steps + 40, force=True, **policy)
-        train_and_record(run, session, 40, 20, threads=threads)
+                         expect_steps=steps + 2 * chunk, force=True, chunk_steps=chunk, **policy)
+        train_and_record(run, session, 2 * chunk, chunk, threads=threads)
         session.sync()
         t = time.perf_counter()
-        train_and_record(run, session, steps, 20, threads=threads)
+        train_and_record(run, session, steps, chunk, threads=threads)
         session.sync()
         out[name] = (time.perf_counter() - t) / steps * 1e3
         session.close()
     return out
+
+
+def steady_median(args, tmp: Path) -> dict[str, float]:
+    """steady() `--repeats` times (each one every side in turn); the median of each side."""
+    runs = [steady(args.steady_steps, tmp, args.threads, args.chunk_steps) for _ in range(args.repeats)]
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
 def read_step(path: Path, repeats: int = 30) -> float:
@@ -109,12 +115,13 @@ def main() -> None:
     ap.add_argument("--steady-steps", type=int, default=400, help="steps timed in steady state")
     ap.add_argument("--steady-only", action="store_true",
                     help="only the steady-state table (e.g. under `taskset -c 0` for one core)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads while recording [default: cores - 1]")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads while recording [default: as `run`]")
+    ap.add_argument("--chunk-steps", type=int, default=20, help="steps a chunk, as `run --chunk-steps`")
     args = ap.parse_args()
     if args.steady_only:
         tmp = Path(tempfile.mkdtemp(prefix="acc-bench-"))
         try:
-            print_steady(steady(args.steady_steps, tmp, args.threads), args)
+            print_steady(steady(args.steady_steps, tmp, args.threads, args.chunk_steps), args)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return
@@ -140,7 +147,7 @@ def main() -> None:
 
         on_disk, on_disk_half = tensor_bytes(tmp / "full0"), tensor_bytes(tmp / "half0")
         raw = sum(int(np.prod(a.shape[1:])) * a.dtype.itemsize for a in rec.tensors.values())
-        loop = steady(args.steady_steps, tmp, args.threads)
+        loop = steady_median(args, tmp)
         step_ms = read_step(tmp / "full0")
         json_mb, json_ms = seed_json(tmp / "full0")
     finally:
@@ -180,9 +187,9 @@ def print_steady(loop: dict[str, float], args) -> None:
     from capture.writer import VARIABLE
 
     writer = os.environ.get(VARIABLE) or "process"
-    print(f"\nsteady state, {args.steady_steps} steps after a warm-up, ms per step; {len(os.sched_getaffinity(0))} "
-          f"cores usable, {torch.get_num_threads()} torch threads plain, {args.threads or 'cores - 1'} recording; "
-          f"writer: {writer}")
+    print(f"\nsteady state, {args.steady_steps} steps after a warm-up, ms per step, median of {args.repeats}; {len(os.sched_getaffinity(0))} "
+          f"cores usable, {torch.get_num_threads()} torch threads plain, {args.threads or 'as run'} recording; "
+          f"chunks of {args.chunk_steps} steps; writer: {writer}")
     plain = loop["plain"]
     table([
         ("recording every key, lossless / plain", f"{loop['every key']:.2f} / {plain:.2f}", f"{loop['every key'] / plain:.2f}", "<= 2.0"),

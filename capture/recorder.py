@@ -135,6 +135,7 @@ class _Chunker:
                 self.dirty = True
         if self.dirty:
             out.append(self._file())
+            self.dirty = False  # (written: the next steps make it dirty again)
         return out
 
 
