@@ -2,7 +2,8 @@
 
 `ACC_CAPTURE_CRASH=<point>[:<n>]` ends the process with `os._exit(EXIT_CODE)` the n-th time (1 if not
 given) `crash_point(<point>)` is reached, as a kill would: no cleanup, no flush, no lock release.
-The points: `data-written`, `published`, `mid-file`, `resume`, `live-step` (see where they are called).
+The points: `data-written`, `published`, `mid-file`, `resume`, `live-step`, `upload` (see where they
+are called). A point reached in the writer process ends the training process too, with the same code.
 The variable is read once, at import; unset, `crash_point` returns at its first test.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 VARIABLE = "ACC_CAPTURE_CRASH"
 EXIT_CODE = 86  # what a crash point exits with (not one the CLI uses)
-POINTS = ("data-written", "published", "mid-file", "resume", "live-step")
+POINTS = ("data-written", "published", "mid-file", "resume", "live-step", "upload")
 
 
 def _parse(text: str | None) -> tuple[str, int] | None:
