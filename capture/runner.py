@@ -19,15 +19,14 @@ def train_and_record(run: Run, session: RecordingSession, steps: int, chunk_step
     """Train `steps` steps of `run`, `chunk_steps` at a time; each chunk is written while the next trains.
 
     `on_progress(n)` is called as each chunk of n steps has trained. Training uses `threads` torch
-    threads (default: one fewer than it had, leaving a core to the writer, when the writer compresses
-    every key of every step; else as many as it had: the writer's share is small).
+    threads (default: one fewer than it had, leaving a core to the writer; the same for every policy,
+    since the thread count changes the rounding of training's sums, and recordings of one run under
+    two policies must agree bit for bit).
     """
     session.flush_by_hand(chunk_steps)  # flushed here, with the state that continues after the chunk
     hooks = InspectorHooks(run, session.inspector, commit=session.commit)
     before = torch.get_num_threads()
-    policy = session.recorder.policy
-    busy = policy.only is None and policy.full_every in (None, 1) and not policy.full_steps
-    torch.set_num_threads(threads or (max(1, before - 1) if busy else before))  # (oversubscribed, both crawl)
+    torch.set_num_threads(threads or max(1, before - 1))  # a core for the writer: oversubscribed, both crawl
     try:
         done = 0
         while done < steps:
