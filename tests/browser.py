@@ -97,9 +97,11 @@ def step_bytes(path: Path, array: str, step: int) -> StepBytes:
     size = 16 * per + (4 if cfg["index_codecs"][-1]["name"] == "crc32c" else 0)
     start = cfg.get("index_location", "end") == "start"
     index = f"bytes=0-{size - 1}" if start else f"bytes=-{size}"
-    if not (path / file).exists():  # no step of the shard was written
+    if not (path / file).exists():  # no step of the shard was written (the page's HEAD finds none)
         return StepBytes(file, None, index)
     data = (path / file).read_bytes()
+    if not start:  # the page asks for the shard's size (HEAD), then for its last bytes, by a plain range
+        index = f"bytes={len(data) - size}-{len(data) - 1}"
     offset, nbytes = struct.unpack_from("<QQ", data[:size] if start else data[-size:], 16 * slot)
     empty = offset == nbytes == 2**64 - 1
     return StepBytes(file, None if empty else f"bytes={offset}-{offset + nbytes - 1}", index)

@@ -8,7 +8,10 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import test from "node:test";
 
-import { ShardCache, chunkIndex, chunksPerShard, indexRange, loadChunk, rowLength, shardOf } from "../../viewer/static/zarr.js";
+import { ShardCache, chunkIndex, chunksPerShard, indexRange as rangeOfIndex, indexSize, loadChunk, rowLength, shardOf } from "../../viewer/static/zarr.js";
+
+/** How the log below writes a request for a shard's index (see server()). */
+const indexRange = (m) => (m.index && m.index.location === "start" ? rangeOfIndex(m) : `bytes=-${indexSize(m)}`);
 
 const ROOT = process.env.ACC_ZARR_FIXTURE;
 const BASE = "http://127.0.0.1:9/";
@@ -32,14 +35,24 @@ function loadFixture() {
 }
 
 /** A fetch over the fixture's files, answering Range requests (or not), logging each request. */
-function server(ranges) {
+function server(ranges, meta) {
   const log = [];
   const fetchFn = async (url, init = {}) => {
     const path = String(url).slice(BASE.length);
-    const range = init.headers && init.headers.Range;
-    log.push({ path, range });
+    const sent = init.headers && init.headers.Range;
+    assert.ok(!sent || !sent.startsWith("bytes=-"), `a suffix range: ${sent}`);
     let body;
-    try { body = new Uint8Array(readFileSync(join(ROOT, path))); } catch { return new Response("", { status: 404 }); }
+    try { body = new Uint8Array(readFileSync(join(ROOT, path))); } catch { body = null; }
+    if (init.method === "HEAD") {  // (the page's HEAD and its index read are logged as one index request)
+      if (body) return new Response(null, { status: 200, headers: { "Content-Length": String(body.length) } });
+      log.push({ path, range: indexRange(meta) });
+      return new Response(null, { status: 404 });
+    }
+    // a read of a file's last bytes is logged as `bytes=-N`, as indexRange writes it
+    const tail = body && sent && sent.endsWith(`-${body.length - 1}`) && /^bytes=(\d+)-/.exec(sent);
+    const range = tail ? `bytes=-${body.length - Number(tail[1])}` : sent;
+    log.push({ path, range });
+    if (!body) return new Response("", { status: 404 });
     if (!range || !ranges) return new Response(body, { status: 200 });
     let m = /^bytes=(\d+)-(\d+)$/.exec(range), a, b;
     if (m) { a = Number(m[1]); b = Math.min(Number(m[2]), body.length - 1); }
@@ -55,7 +68,7 @@ for (const [name, { meta, steps }] of Object.entries(fixture.arrays)) {
   for (const ranges of [true, false]) {
     test(`${name} (${JSON.stringify(meta.index)}), ${ranges ? "Range requests" : "a server that ignores Range"}`, async () => {
       assert.ok(meta.shard, "the builder did not see a sharded array");
-      const { fetchFn, log } = server(ranges);
+      const { fetchFn, log } = server(ranges, meta);
       const cache = new ShardCache();
       await readSteps(name, meta, steps, cache, fetchFn);
       const shards = new Set(log.map((r) => r.path)).size;
@@ -66,7 +79,7 @@ for (const [name, { meta, steps }] of Object.entries(fixture.arrays)) {
 
   test(`${name} (${JSON.stringify(meta.index)}), with the built shard index`, async () => {
     const spec = fixture.shard_index;
-    const { fetchFn, log } = server(true);
+    const { fetchFn, log } = server(true, meta);
     const cache = new ShardCache();
     cache.useBuilt(new Uint8Array(readFileSync(join(ROOT, spec.path))).buffer, spec);
     const read = await readSteps(name, meta, steps, cache, fetchFn);

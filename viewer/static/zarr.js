@@ -195,10 +195,18 @@ export function indexSize(meta) {
   return chunksPerShard(meta) * ENTRY_BYTES + (meta.index && meta.index.crc32c ? 4 : 0);
 }
 
-/** The Range header value that asks for a shard's index. */
-export function indexRange(meta) {
+/**
+ * The Range header value that asks for a shard's index, in a shard of `size` bytes (needed when the
+ * index is at the end). Never a suffix range (`bytes=-N`): on a bucket that forces a CORS preflight.
+ */
+export function indexRange(meta, size) {
   const n = indexSize(meta);
-  return meta.index && meta.index.location === "start" ? `bytes=0-${n - 1}` : `bytes=-${n}`;
+  return meta.index && meta.index.location === "start" ? `bytes=0-${n - 1}` : `bytes=${size - n}-${size - 1}`;
+}
+
+/** Whether a shard's index is at its end (the default): reading it needs the shard's size first. */
+export function indexAtEnd(meta) {
+  return !(meta.index && meta.index.location === "start");
 }
 
 /** The index bytes within a whole shard file (a server that ignored the Range sent it all). */
@@ -432,7 +440,17 @@ function readIndex(meta, index, url, cache, fetchFn) {
   if (!promise) {
     const version = cache.version(url);
     promise = (async () => {
-      const response = await fetchFn(url, { cache: "no-store", headers: { Range: indexRange(meta) } });
+      let size;
+      if (indexAtEnd(meta)) {  // its size by a HEAD, then a plain range (no suffix range)
+        const head = await fetchFn(url, { method: "HEAD", cache: "no-store" });
+        await head.arrayBuffer();  // (empty; read so that the request ends, not aborted when dropped)
+        if (head.status === 404) return null;
+        if (!head.ok) throw httpError(head, meta, index);
+        size = Number(head.headers.get("Content-Length"));
+        if (!Number.isSafeInteger(size)) throw new Error(`${meta.path}: no Content-Length for ${url}`);
+        if (size < indexSize(meta)) throw new Error(`${meta.path}: a shard of ${size} bytes is shorter than its index (${indexSize(meta)})`);
+      }
+      const response = await fetchFn(url, { cache: "no-store", headers: { Range: indexRange(meta, size) } });
       if (response.status === 404) return null;
       if (response.status === 206) return parseIndex(await responseBytes(response), meta);
       if (response.status === 200) {  // the server ignored the Range: the whole shard
