@@ -247,7 +247,7 @@ class ProcessWriter:
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait()
-            self.recorder.close()  # (the lock, once the writer has let go of it too)
+            self.recorder.close()  # (the lock, once the writer process is gone)
         self._raise()
 
 
