@@ -18,6 +18,7 @@ same code runs on that cluster (the workers then read the recording themselves: 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -68,6 +69,10 @@ def main() -> None:
 
     rec = Recording.open(args.recording)
     ds = rec.to_xarray()
+    weights = [k for k in rec.keys if ds[k].ndim == 3]
+    if args.key not in rec.keys or ds[args.key].ndim != 3:
+        sys.exit(f"error: {args.recording} has no [step, row, column] tensor {args.key!r}; "
+                 f"pass --key, one of: {', '.join(weights) or 'none'}")
     print(f"{rec.path}: {rec.steps} steps, {args.key} {dict(ds[args.key].sizes)} in {ds[args.key].data.npartitions} chunks")
     cluster = None if args.scheduler else LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None)
     with Client(args.scheduler or cluster) as client:
