@@ -73,6 +73,7 @@ class Store:
     name: str  # the recording's name (last part of its path)
     read_only: bool = False
     local: Path | None = None  # the directory, for a local directory store
+    shared: bool = True  # another process opens the same files from `location` (not memory://)
 
     def __str__(self) -> str:
         return str(self.location)
@@ -367,6 +368,7 @@ class ObjectStore(Store):
         self.location = self.url = url.rstrip("/")
         m = URL.match(self.url)
         self.scheme, rest = m[1], m[2]
+        self.shared = self.scheme != "memory"
         self.name = rest.rstrip("/").rsplit("/", 1)[-1] or rest
         self.read_only = read_only
         self._store = self._make(self.scheme, rest)

@@ -280,7 +280,7 @@ def start_writer(recorder: Recorder, keys) -> ThreadWriter | ProcessWriter:
     """The writer for a recording of `keys`: a process where it can be (see the module), else a thread."""
     sources = vocabularies_of(keys)
     if (os.environ.get(VARIABLE) == "thread" or sources is None or not hasattr(os, "memfd_create")
-            or str(recorder.path).startswith("memory://")):  # (a store only this process sees)
+            or not recorder.store.shared):
         return ThreadWriter(recorder)
     return ProcessWriter(recorder, sources)
 

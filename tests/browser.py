@@ -14,6 +14,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -54,6 +55,20 @@ def serve_in_thread(path: Path) -> Served:
         server.shutdown()
         server.server_close()
     return Served(path, server.url, stop)
+
+
+@contextlib.contextmanager
+def serve_plain(path: Path):
+    """Python's own static file server (no byte ranges) over `path`, on 127.0.0.1: a Served."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(port, proc)
+        yield Served(path, f"http://127.0.0.1:{port}/")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def free_port() -> int:

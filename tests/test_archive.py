@@ -5,8 +5,6 @@ CLI and of `record()`, a real headless Chromium, under our server and under `pyt
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from browser import READY, Served, canvases, close, free_port, serve_in_thread, wait_for_port
+from browser import READY, Served, canvases, close, serve_in_thread, serve_plain
 from capture import Recording, TensorKey, record
 from capture.diff import diff
 from conftest import acc, assert_one_line_error
@@ -77,15 +75,8 @@ def ours(archive):
 @pytest.fixture(scope="module")
 def plain(archive):
     """The same folder under Python's own static file server (no byte ranges)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=archive,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_port(port, proc)
-        yield Served(archive, f"http://127.0.0.1:{port}/")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with serve_plain(archive) as served:
+        yield served
 
 
 @pytest.fixture(params=["ours", "http.server"])

@@ -23,8 +23,8 @@ import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec
 
 from acc.step_inspector import StepTensorKey
-from browser import (SECTION_SHOWS, Served, byte_span, canvases, close, copy_recording, free_port, open_at,
-                     serve_in_thread, show, step_bytes, wait_for_port, wait_step, wait_worker)
+from browser import (SECTION_SHOWS, byte_span, canvases, close, copy_recording, free_port, open_at,
+                     serve_in_thread, serve_plain, show, step_bytes, wait_for_port, wait_step, wait_worker)
 from capture.recording import Recording
 from conftest import acc
 from viewer import ViewerError, build, make_server
@@ -57,15 +57,8 @@ def bcl_site(bcl_built):
 @pytest.fixture(scope="module")
 def plain_site(bcl_built):
     """The same built recording under Python's own static file server, run inside the recording."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=bcl_built,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_port(port, proc)
-        yield Served(bcl_built, f"http://127.0.0.1:{port}/")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with serve_plain(bcl_built) as served:
+        yield served
 
 
 def built_site(src: Path, dst: Path):

@@ -156,11 +156,7 @@ class RecordingHandler(SimpleHTTPRequestHandler):
             size = source.size(key)
             span = None if self.headers.get("If-Range") else byte_range(self.headers.get("Range"), size)
             if span == "unsatisfiable":
-                self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.send_header("Content-Length", "0")
-                self.send_header("Accept-Ranges", "bytes")
-                self.end_headers()
+                self.unsatisfiable(size)
                 return None
             data = source.get(key) if span is None else source.get_range(key, span[0], span[1] - span[0] + 1)
         except FileNotFoundError:
@@ -180,6 +176,14 @@ class RecordingHandler(SimpleHTTPRequestHandler):
         self.end_headers()
         return io.BytesIO(data)
 
+    def unsatisfiable(self, size: int) -> None:
+        """416: the asked range lies outside a file of `size` bytes."""
+        self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+        self.send_header("Content-Range", f"bytes */{size}")
+        self.send_header("Content-Length", "0")
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+
     def file_head(self, real: str):
         """Headers for a file, whole (200) or one range of it (206, or 416); the open file to send, or None."""
         try:
@@ -194,11 +198,7 @@ class RecordingHandler(SimpleHTTPRequestHandler):
             span = None if self.headers.get("If-Range") else byte_range(self.headers.get("Range"), size)
             if span == "unsatisfiable":
                 f.close()
-                self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.send_header("Content-Length", "0")
-                self.send_header("Accept-Ranges", "bytes")
-                self.end_headers()
+                self.unsatisfiable(size)
                 return None
             if span is None and self.not_modified(st.st_mtime):
                 f.close()

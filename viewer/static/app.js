@@ -13,6 +13,7 @@ import { formatValue } from "./stats.js";
 import { MetricsTable } from "./table.js";
 import { Timeline } from "./timeline.js";
 import { Live } from "./live.js";
+import { stepWithKeys } from "./stepkeys.js";
 import { chunkIndex, rowLength } from "./zarr.js";
 
 const root = document.documentElement;
@@ -383,18 +384,7 @@ class Viewer {
       const s = stepFromHash();
       if (s !== null && s !== this.step) this.go(s);
     });
-    document.addEventListener("keydown", (ev) => {
-      if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
-      const tag = ev.target && ev.target.tagName;
-      if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") return;
-      const big = ev.shiftKey ? 10 : 1;
-      const moves = { ArrowLeft: -big, ArrowRight: big };
-      if (ev.key in moves) this.go(this.step + moves[ev.key]);
-      else if (ev.key === "Home") this.go(0);
-      else if (ev.key === "End") this.go(this.steps - 1);
-      else return;
-      ev.preventDefault();
-    });
+    stepWithKeys(this);
     // a section opened, or scrolled (or pushed) into the window: drawn then
     const boxes = [...this.sections, ...this.tables].map((s) => s.details);
     for (const details of [...boxes, this.timelineBox]) details.addEventListener("toggle", () => this.reveal());

@@ -11,6 +11,7 @@ import { Bars, Heatmap, ThumbGrid, h } from "./plots.js";
 import { formatValue } from "./stats.js";
 import { MetricsTable } from "./table.js";
 import { StepChart } from "./timeline.js";
+import { stepWithKeys } from "./stepkeys.js";
 import { chunkIndex } from "./zarr.js";
 
 const root = document.documentElement;
@@ -480,18 +481,7 @@ class Compare {
     $("#step-slider").addEventListener("input", (ev) => this.go(ev.target.value));
     $('[data-act="prev"]').addEventListener("click", () => this.go(this.step - 1));
     $('[data-act="next"]').addEventListener("click", () => this.go(this.step + 1));
-    document.addEventListener("keydown", (ev) => {
-      if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
-      const tag = ev.target && ev.target.tagName;
-      if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") return;
-      const big = ev.shiftKey ? 10 : 1;
-      const moves = { ArrowLeft: -big, ArrowRight: big };
-      if (ev.key in moves) this.go(this.step + moves[ev.key]);
-      else if (ev.key === "Home") this.go(0);
-      else if (ev.key === "End") this.go(this.steps - 1);
-      else return;
-      ev.preventDefault();
-    });
+    stepWithKeys(this);
     const refresh = (el, drawn) => el.addEventListener("toggle", () => { if (el.open && drawn() !== this.step) this.go(this.step); });
     for (const s of this.sections) refresh(s.card.el, () => s.drawnStep);
     for (const t of this.tables) refresh(t.card.el, () => t.drawnStep);
