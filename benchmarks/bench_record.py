@@ -3,8 +3,8 @@
     python benchmarks/bench_record.py [--steps 300] [--repeats 3]
 
 Wall-time ratios are taken in one run with the sides interleaved (A B C, A B C, ...), each side a
-fresh process, so start-up (imports, MNIST) is counted on every side alike. The in-process figures
-time the training loop alone. Run it on a quiet machine: other processes on the two cores distort it.
+fresh process, so start-up (imports, MNIST) is counted on every side alike. The steady-state figures
+time the training loop alone, the sides taking turns within one process (`--rounds`). Run it on a quiet machine: other processes on the two cores distort it.
 """
 
 from __future__ import annotations
@@ -33,11 +33,15 @@ def wall(cmd: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def steady(steps: int, tmp: Path, threads: int | None = None, chunk: int = 20) -> dict[str, float]:
-    """ms per step of the loop alone, in steady state (after a warm-up of two chunks; the time to
-    write what is still queued at the end counted in): plain training, training with captures
-    (nothing written), and recording every key, with `--full-every 1000`, and with `--keys loss`.
-    `threads`: torch threads of the recording sides (None: what `run` uses)."""
+def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None, chunk: int = 20) -> dict[str, list[float]]:
+    """ms per step of the loop alone, in steady state, for each side in each of `rounds` rounds: plain
+    training, training with captures (nothing written), and recording every key, with
+    `--full-every 1000`, and with `--keys loss`. Every side is built and warmed up first (two chunks),
+    then the sides take turns, `steps` steps each per round, so a slow spell of the machine falls on
+    every side alike; a recording side's time counts the writing of what is still queued at the end
+    of its turn. `threads`: torch threads of the recording sides (None: what `run` uses)."""
+    import torch
+
     from acc.conditions import make_config
     from acc.recipe import InspectorHooks, build_run
     from acc.step_inspector import StepInspector, StepTensorKey
@@ -45,44 +49,63 @@ def steady(steps: int, tmp: Path, threads: int | None = None, chunk: int = 20) -
     from capture.runner import train_and_record
 
     cfg = make_config("bcl-slow")
-    out = {}
-    run = build_run(cfg, seed=0)
-    run.trainer.train(40)
-    t = time.perf_counter()
-    run.trainer.train(steps)
-    out["plain"] = (time.perf_counter() - t) / steps * 1e3
+    threads_plain = torch.get_num_threads()
+    sides = {}
 
-    run = build_run(cfg, seed=0)
+    plain = build_run(cfg, seed=0)
+    plain.trainer.train(2 * chunk)
+    sides["plain"] = lambda: plain.trainer.train(steps)
+
+    captured = build_run(cfg, seed=0)
     ins = StepInspector()
-    hooks = InspectorHooks(run, ins)
-    run.trainer.train(40, hooks.metrics_fn)
-    ins.drain()
-    t = time.perf_counter()
-    for _ in range(steps // 20):
-        run.trainer.train(20, hooks.metrics_fn)
-        ins.drain()
-    out["captures"] = (time.perf_counter() - t) / (steps // 20 * 20) * 1e3
-    hooks.remove()
+    hooks = InspectorHooks(captured, ins)
 
+    def captures() -> None:
+        for _ in range(steps // chunk):
+            captured.trainer.train(chunk, hooks.metrics_fn)
+            ins.drain()
+
+    captures()
+    sides["captures"] = captures
+
+    sessions = []
     for name, policy in (("every key", {}), ("full every 1000", {"full_every": 1000}),
                          ("keys loss", {"only": ["loss"]})):
         run = build_run(cfg, seed=0)
         session = record(tmp / name.replace(" ", "-"), StepTensorKey, config=cfg.to_dict(), seed=0,
-                         expect_steps=steps + 2 * chunk, force=True, chunk_steps=chunk, **policy)
+                         expect_steps=(rounds * steps + 2 * chunk), force=True, chunk_steps=chunk, **policy)
+        sessions.append(session)
+
+        def recording(run=run, session=session) -> None:
+            train_and_record(run, session, steps, chunk, threads=threads)
+            session.sync()
+
         train_and_record(run, session, 2 * chunk, chunk, threads=threads)
         session.sync()
-        t = time.perf_counter()
-        train_and_record(run, session, steps, chunk, threads=threads)
-        session.sync()
-        out[name] = (time.perf_counter() - t) / steps * 1e3
-        session.close()
+        sides[name] = recording
+
+    out: dict[str, list[float]] = {name: [] for name in sides}
+    try:
+        for _ in range(rounds):
+            for name, side in sides.items():
+                torch.set_num_threads(threads_plain)
+                t = time.perf_counter()
+                side()
+                out[name].append((time.perf_counter() - t) / steps * 1e3)
+    finally:
+        torch.set_num_threads(threads_plain)
+        hooks.remove()
+        for session in sessions:
+            session.close()
     return out
 
 
-def steady_median(args, tmp: Path) -> dict[str, float]:
-    """steady() `--repeats` times (each one every side in turn); the median of each side."""
-    runs = [steady(args.steady_steps, tmp, args.threads, args.chunk_steps) for _ in range(args.repeats)]
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+def steady_median(args, tmp: Path) -> dict[str, tuple[float, float]]:
+    """Each side's median ms per step over the rounds, and the median over rounds of its ratio to
+    plain training in the same round."""
+    runs = steady(args.steady_steps, args.rounds, tmp, args.threads, args.chunk_steps)
+    plain = runs["plain"]
+    return {k: (statistics.median(v), statistics.median(x / p for x, p in zip(v, plain))) for k, v in runs.items()}
 
 
 def read_step(path: Path, repeats: int = 30) -> float:
@@ -112,7 +135,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--steady-steps", type=int, default=400, help="steps timed in steady state")
+    ap.add_argument("--steady-steps", type=int, default=200, help="steps of each side's turn in steady state")
+    ap.add_argument("--rounds", type=int, default=6, help="turns of each side in steady state")
     ap.add_argument("--steady-only", action="store_true",
                     help="only the steady-state table (e.g. under `taskset -c 0` for one core)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads while recording [default: as `run`]")
@@ -121,7 +145,7 @@ def main() -> None:
     if args.steady_only:
         tmp = Path(tempfile.mkdtemp(prefix="acc-bench-"))
         try:
-            print_steady(steady(args.steady_steps, tmp, args.threads, args.chunk_steps), args)
+            print_steady(steady_median(args, tmp), args)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return
@@ -187,17 +211,21 @@ def print_steady(loop: dict[str, float], args) -> None:
     from capture.writer import VARIABLE
 
     writer = os.environ.get(VARIABLE) or "process"
-    print(f"\nsteady state, {args.steady_steps} steps after a warm-up, ms per step, median of {args.repeats}; {len(os.sched_getaffinity(0))} "
+    print(f"\nsteady state, turns of {args.steady_steps} steps after a warm-up, ms per step, median of {args.rounds} rounds (ratios: the median of each round's); {len(os.sched_getaffinity(0))} "
           f"cores usable, {torch.get_num_threads()} torch threads plain, {args.threads or 'as run'} recording; "
           f"chunks of {args.chunk_steps} steps; writer: {writer}")
-    plain = loop["plain"]
-    table([
-        ("recording every key, lossless / plain", f"{loop['every key']:.2f} / {plain:.2f}", f"{loop['every key'] / plain:.2f}", "<= 2.0"),
-        ("--full-every 1000 / plain", f"{loop['full every 1000']:.2f} / {plain:.2f}", f"{loop['full every 1000'] / plain:.2f}", "<= 1.3"),
-        ("--keys loss / plain", f"{loop['keys loss']:.2f} / {plain:.2f}", f"{loop['keys loss'] / plain:.2f}", "<= 1.2"),
-        ("training + captures, nothing written / plain", f"{loop['captures']:.2f} / {plain:.2f}", f"{loop['captures'] / plain:.2f}", "-"),
-    ])
+    plain = loop["plain"][0]
 
+    def row(figure: str, side: str, target: str) -> tuple[str, str, str, str]:
+        ms, ratio = loop[side]
+        return figure, f"{ms:.2f} / {plain:.2f}", f"{ratio:.2f}", target
+
+    table([
+        row("recording every key, lossless / plain", "every key", "<= 2.0"),
+        row("--full-every 1000 / plain", "full every 1000", "<= 1.3"),
+        row("--keys loss / plain", "keys loss", "<= 1.2"),
+        row("training + captures, nothing written / plain", "captures", "-"),
+    ])
 
 if __name__ == "__main__":
     main()

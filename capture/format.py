@@ -40,14 +40,30 @@ def fill_value(dtype: np.dtype):
     return {"f": float("nan"), "i": -1, "u": 0, "b": False}[dtype.kind]
 
 
-def _nonfinite(blocks: dict) -> np.ndarray:
-    """[n]: NaN/Inf count per step over every float tensor (a cheap check first, an exact count if it fails)."""
+def _nonfinite(blocks: dict, norms: dict[str, np.ndarray]) -> np.ndarray:
+    """[n]: NaN/Inf count per step over every float tensor. A step of a tensor whose norm (`norms`
+    by key; summed in float64, where squares of float32 values cannot overflow) is finite has none;
+    the others, and the float scalars, are counted exactly."""
     n = len(next(iter(blocks.values())))
     counts = np.zeros(n, dtype=np.int64)
-    for b in blocks.values():
-        if b.dtype.kind == "f" and not np.isfinite(b.sum()):
-            counts += (~np.isfinite(b)).reshape(n, -1).sum(axis=1)
+    for key, b in blocks.items():
+        if b.dtype.kind != "f":
+            continue
+        check = b if b.ndim == 1 else norms.get(key)
+        bad = ~np.isfinite(check) if check is not None else np.ones(n, dtype=bool)
+        if bad.any():
+            counts[bad] += (~np.isfinite(b[bad])).reshape(int(bad.sum()), -1).sum(axis=1)
     return counts
+
+
+class _Norm:
+    """The `<key>_norm` summary: the Frobenius norm of each step's `key`."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __call__(self, blocks: dict) -> np.ndarray:
+        return frobenius(blocks[self.key])
 
 
 def summaries(captured: dict[str, tuple[tuple[int, ...], np.dtype]], own: dict[str, Summary]) -> dict[str, Summary]:
@@ -59,15 +75,19 @@ def summaries(captured: dict[str, tuple[tuple[int, ...], np.dtype]], own: dict[s
         if not shape:
             out[key] = ((), str(dtype), (key,), (lambda b, k=key: b[k]))
         elif dtype.kind == "f":
-            out[f"{key}_norm"] = ((), "float32", (key,), (lambda b, k=key: frobenius(b[k])))
+            out[f"{key}_norm"] = ((), "float32", (key,), _Norm(key))
     out.update({name: s for name, s in own.items() if set(s[2]) <= set(captured)})
-    out[NONFINITE] = ((), "int32", (), _nonfinite)
+    out[NONFINITE] = ((), "int32", (), None)  # (from the others: see summarize)
     return out
 
 
 def summarize(blocks: dict, specs: dict[str, Summary]) -> dict[str, np.ndarray]:
     """Each summary for n steps, from their stacked captures {key: array [n, ...]}."""
-    return {name: np.asarray(fn(blocks), dtype=dtype) for name, (_, dtype, _, fn) in specs.items()}
+    out = {name: np.asarray(fn(blocks), dtype=dtype) for name, (_, dtype, _, fn) in specs.items() if name != NONFINITE}
+    if NONFINITE in specs:
+        norms = {s[3].key: out[name] for name, s in specs.items() if isinstance(s[3], _Norm)}
+        out[NONFINITE] = _nonfinite(blocks, norms).astype(specs[NONFINITE][1])
+    return out
 
 
 def parse_ranges(text: str) -> list[tuple[int, int]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import io
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,6 +260,7 @@ class Recorder:
         self._specs: dict[str, fmt.Summary] | None = None  # the summaries computed, known at the first write
         self._chunkers = {arr.path: _Chunker(self.store, arr, self.steps_completed)
                           for arr in [*self.tensors.values(), *self.summaries.values()]}
+        self._saved: int | None = None  # the step of the training state this recorder saved last
 
     @classmethod
     def attach(cls, location: Path | str, own: dict, expect_steps: int = 0) -> Recorder:
@@ -407,10 +409,17 @@ class Recorder:
         self._write_meta()
         crash_point("published")
         if state is not None:
-            prune_states(self.store, keep=t1)
+            if self._saved is None:
+                prune_states(self.store, keep=t1)  # (whatever an earlier writer left)
+            else:
+                self.store.delete(_state_key(self._saved))
+            self._saved = t1
 
     def _write_meta(self) -> None:
-        self.root.attrs[fmt.ATTRS_KEY] = self.meta
+        """The root attributes (`steps_completed` among them): the group's zarr.json, one atomic put."""
+        document = {"attributes": {**self.root.attrs.asdict(), fmt.ATTRS_KEY: self.meta}, "zarr_format": 3,
+                    "node_type": "group"}
+        self.store.put("zarr.json", json.dumps(document, indent=2).encode())
 
     def finish(self, status: str) -> None:
         """Cut the arrays to the completed steps, set the status and release the lock."""
