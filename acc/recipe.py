@@ -6,7 +6,7 @@ optimizer step hook, each key at the moment SPEC section 4 names.
 
 from __future__ import annotations
 
-import copy
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -41,8 +41,9 @@ class Run:
     def layer(self) -> nn.Linear:
         return self.trainer.model.encoder[0]
 
-    def state_dict(self) -> dict:
-        """Everything an exact continuation needs (a deep copy: later steps do not change it)."""
+    def state_dict(self, copy: bool = True) -> dict:
+        """Everything an exact continuation needs: a deep copy, which later steps do not change; or
+        with `copy=False` the live tensors themselves, for saving at once (torch.save) before training on."""
         t = self.trainer
         state = {
             "step": t.step, "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
@@ -50,7 +51,7 @@ class Run:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
         }
-        return copy.deepcopy(state)
+        return deepcopy(state) if copy else state
 
     def load_state_dict(self, state: dict) -> None:
         t = self.trainer

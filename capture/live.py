@@ -56,7 +56,7 @@ class LiveSession:
         command = shlex.join(["acc-capture", "serve", "--condition", condition])
         session = record(path, StepTensorKey, note=note, config=config.to_dict(), seed=seed, condition=condition,
                          device=dev, command=command, recipe=fmt.BCL_RECIPE)
-        save_state(session.path, 0, run.state_dict())
+        save_state(session.path, 0, run.state_dict(copy=False))
         session.close("complete")
         return cls(path, device)
 

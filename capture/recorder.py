@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import json
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -159,20 +159,28 @@ def _gzip(data: np.ndarray) -> bytes:
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="acc-capture-write")
 
 
-def _write_files(store: Store, files: list[tuple[str, Callable[[], bytes]]]) -> None:
+def _write_files(store: Store, files: list[tuple[str, Callable[[], bytes]]],
+                 more: Callable[[], list[tuple[str, Callable[[], bytes]]]] = list) -> None:
     """Encode each file and write it atomically (`Store.put`: a temporary name then a rename on disk,
     one PUT in an object store), two at a time; to an object store, encode two at a time and upload
-    many at a time.
+    many at a time. `more()` runs while the first files are encoded, and gives the rest.
 
     Encoding here, rather than through zarr's setitem, skips zarr's per-chunk bookkeeping (which
     costs more than the compression) and its read-modify-write of partial chunks and shards.
     `_Chunker` checks that every array has a layout this encodes (`format.file_layout`).
     """
-    if store.local is None:
-        store.put_many(_POOL.map(lambda item: (item[0], item[1]()), files))
-        return
-    for _ in _POOL.map(lambda item: store.put(item[0], item[1]()), files):  # (raises the first error)
-        pass
+    local = store.local is not None
+    job = (lambda key, encode: store.put(key, encode())) if local else (lambda key, encode: (key, encode()))
+    jobs = [_POOL.submit(job, *item) for item in files]
+    try:
+        jobs += [_POOL.submit(job, *item) for item in more()]
+    finally:
+        wait(jobs)
+    if local:
+        for done in jobs:
+            done.result()  # (raises the first error)
+    else:
+        store.put_many(done.result() for done in jobs)
 
 
 def _state_key(step: int) -> str:
@@ -392,15 +400,17 @@ class Recorder:
             else:  # (appending) those of the recording's summaries this tool computes
                 self._specs = {n: s for n, s in own.items() if n in self.summaries}
         self._reserve(t1)
-        sums = fmt.summarize(blocks, self._specs)
-        sums[fmt.FULL_CAPTURE] = full
         files = []  # (store key, its encoder): encoded and written concurrently
         for key, arr in self.tensors.items():
             files += self._chunkers[arr.path].files(t0, blocks[key], full)
-        for name, values in sums.items():
-            if name in self.summaries:
-                files += self._chunkers[self.summaries[name].path].files(t0, values, None)
-        _write_files(self.store, files)
+
+        def summary_files() -> list[tuple[str, Callable[[], bytes]]]:  # (while the tensors' files are encoded)
+            sums = fmt.summarize(blocks, self._specs)
+            sums[fmt.FULL_CAPTURE] = full
+            return [file for name, values in sums.items() if name in self.summaries
+                    for file in self._chunkers[self.summaries[name].path].files(t0, values, None)]
+
+        _write_files(self.store, files, summary_files)
         if state is not None:
             save_state(self.store, t1, state)
         crash_point("data-written")

@@ -32,7 +32,7 @@ def train_and_record(run: Run, session: RecordingSession, steps: int, chunk_step
         while done < steps:
             n = min(chunk_steps, steps - done)
             run.trainer.train(n, training_metrics_fn=hooks.metrics_fn)
-            session.flush(run.state_dict())
+            session.flush(run.state_dict(copy=False))  # (serialised at once)
             done += n
             if on_progress:
                 on_progress(n)
