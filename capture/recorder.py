@@ -97,6 +97,7 @@ class _Chunker:
 
     def _start(self, index: int) -> None:
         self.index, self.dirty = index, False
+        self.key = fmt.chunk_key(self.arr, index)
         if self.sharded:
             self.encoded: list[bytes | None] = [None] * self.per_file
             self.pending: dict[int, np.ndarray] = {}  # step in the shard -> values not encoded yet
@@ -104,10 +105,11 @@ class _Chunker:
             self.rows = np.full((self.per_file, *self.arr.shape[1:]), self.arr.fill_value, dtype=self.arr.dtype)
 
     def _file(self) -> tuple[str, Callable[[], bytes]]:
-        """The current file: its store key, and a function that encodes it (run on the writing pool)."""
-        key = fmt.chunk_key(self.arr, self.index)
+        """The current file: its store key, and a function that encodes it (run on the writing pool,
+        before the next write changes it: `Recorder.write` waits for its files)."""
+        key = self.key
         if not self.sharded:
-            rows = self.rows.copy()
+            rows = self.rows
             return key, lambda: _gzip(rows)
         encoded, pending, self.pending = self.encoded, self.pending, {}
 
