@@ -36,7 +36,8 @@ def wall(cmd: list[str]) -> float:
 def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None, chunk: int = 20) -> dict[str, list[float]]:
     """ms per step of the loop alone, in steady state, for each side in each of `rounds` rounds: plain
     training, training with captures (nothing written), and recording every key, with
-    `--full-every 1000`, and with `--keys loss`. Every side is built and warmed up first (two chunks),
+    `--full-every 1000`, and with `--keys loss`; and plain training on the threads a recording
+    leaves it (one fewer: the writer's core). Every side is built and warmed up first (two chunks),
     then the sides take turns, `steps` steps each per round, so a slow spell of the machine falls on
     every side alike; a recording side's time counts the writing of what is still queued at the end
     of its turn. `threads`: torch threads of the recording sides (None: what `run` uses)."""
@@ -55,6 +56,15 @@ def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None, chunk
     plain = build_run(cfg, seed=0)
     plain.trainer.train(2 * chunk)
     sides["plain"] = lambda: plain.trainer.train(steps)
+
+    fewer = build_run(cfg, seed=0)  # what recording leaves training: one thread fewer (the writer's core)
+    fewer.trainer.train(2 * chunk)
+
+    def plain_fewer() -> None:
+        torch.set_num_threads(threads or max(1, threads_plain - 1))
+        fewer.trainer.train(steps)
+
+    sides["plain, one thread fewer"] = plain_fewer
 
     captured = build_run(cfg, seed=0)
     ins = StepInspector()
@@ -225,6 +235,7 @@ def print_steady(loop: dict[str, float], args) -> None:
         row("--full-every 1000 / plain", "full every 1000", "<= 1.3"),
         row("--keys loss / plain", "keys loss", "<= 1.2"),
         row("training + captures, nothing written / plain", "captures", "-"),
+        row("plain training on the threads recording leaves it / plain", "plain, one thread fewer", "-"),
     ])
 
 if __name__ == "__main__":

@@ -117,10 +117,6 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing recording at --out.")] = False,
 ) -> None:
     """Train under a condition and record every step's tensors to a Zarr recording."""
-    from acc.data import DataError
-    from acc.recipe import build_run, captured_keys, resolve_device
-    from capture.session import record
-
     from acc.conditions import check_seed
 
     if steps <= 0:
@@ -128,6 +124,12 @@ def run(
     for name, value in (("--chunk-steps", chunk_steps), ("--full-every", full_every)):
         if value is not None and value <= 0:
             raise Fail(f"{name} must be positive, not {value}")
+    from capture.writer import prestart
+
+    prestart()  # the writer process: its start-up overlaps the imports of torch and the data's loading
+    from acc.data import DataError
+    from acc.recipe import build_run, captured_keys, resolve_device
+    from capture.session import record
     try:
         check_seed(seed)
         config = make_config(condition, batch_size=batch_size, lr=lr, som_lr=som_lr, neighborhood_k=neighborhood_k,
@@ -198,6 +200,9 @@ def resume(
         raise Fail(f"--steps must be a positive number of steps, not {steps}")
     if chunk_steps <= 0:
         raise Fail(f"--chunk-steps must be positive, not {chunk_steps}")
+    from capture.writer import prestart
+
+    prestart()
     rec = open_recording(path)
     if rec.recipe != fmt.BCL_RECIPE:
         raise Fail(f"{path} was not recorded by `acc-capture run`; a loop recorded with record() goes on in that loop")

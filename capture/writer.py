@@ -164,14 +164,8 @@ class ProcessWriter:
         self.steps_completed = recorder.steps_completed
         self._busy: set[int] = set()
         self._error: BaseException | None = None
-        ours, theirs = socket.socketpair()
-        paths = [str(Path(__file__).resolve().parent.parent), *(p or os.getcwd() for p in sys.path)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # (it imports what this process can)
-        self.process = subprocess.Popen([sys.executable, "-m", "capture.writer", str(theirs.fileno())],
-                                        pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
-        theirs.close()
-        self._socket = ours
-        self._conn = Connection(os.dup(ours.fileno()))
+        self.process, self._socket = _take_started() or _spawn()
+        self._conn = Connection(os.dup(self._socket.fileno()))
         self._send(("open", str(recorder.path), vocabularies, recorder.expect_steps))
 
     def _send(self, message: tuple) -> None:
@@ -249,6 +243,38 @@ class ProcessWriter:
                 self.process.wait()
             self.recorder.close()  # (the lock, once the writer process is gone)
         self._raise()
+
+
+def _spawn() -> tuple[subprocess.Popen, socket.socket]:
+    """A writer process, waiting for its "open" message, and this end of its socket."""
+    ours, theirs = socket.socketpair()
+    paths = [str(Path(__file__).resolve().parent.parent), *(p or os.getcwd() for p in sys.path)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # (it imports what this process can)
+    process = subprocess.Popen([sys.executable, "-m", "capture.writer", str(theirs.fileno())],
+                               pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
+    theirs.close()
+    return process, ours
+
+
+_started: tuple[subprocess.Popen, socket.socket] | None = None
+
+
+def prestart() -> None:
+    """Start a writer process now, so that its imports overlap the caller's own start-up (the CLI
+    calls this before it loads torch and the data); the next recording's writer takes it. Unused,
+    it ends with this process."""
+    global _started
+    if _started is None and os.environ.get(VARIABLE) != "thread" and hasattr(os, "memfd_create"):
+        _started = _spawn()
+
+
+def _take_started() -> tuple[subprocess.Popen, socket.socket] | None:
+    global _started
+    started, _started = _started, None
+    if started is not None and started[0].poll() is not None:  # (it ended: start another)
+        started[1].close()
+        return None
+    return started
 
 
 def vocabularies_of(keys) -> list[str] | None:
@@ -339,7 +365,10 @@ def serve(fd: int) -> None:
     conn = Connection(os.dup(fd))
     recorder, ring, failed = None, None, False
     while True:
-        message = conn.recv()
+        try:
+            message = conn.recv()
+        except EOFError:  # the training process let go of this writer without a word
+            return
         kind = message[0]
         if kind == "finish":
             try:
