@@ -33,14 +33,17 @@ def wall(cmd: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None, chunk: int = 20) -> dict[str, list[float]]:
+def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None,
+           chunk: int = 20) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, float]]]]:
     """ms per step of the loop alone, in steady state, for each side in each of `rounds` rounds: plain
     training, training with captures (nothing written), and recording every key, with
     `--full-every 1000`, and with `--keys loss`; and plain training on the threads a recording
     leaves it (one fewer: the writer's core). Every side is built and warmed up first (two chunks),
     then the sides take turns, `steps` steps each per round, so a slow spell of the machine falls on
     every side alike; a recording side's time counts the writing of what is still queued at the end
-    of its turn. `threads`: torch threads of the recording sides (None: what `run` uses)."""
+    of its turn. `threads`: torch threads of the recording sides (None: what `run` uses).
+    Returns each side's ms per step in each round, and the CPU ms per step of the training process
+    and of the writer process (0 for none) in each round."""
     import torch
 
     from acc.conditions import make_config
@@ -94,28 +97,41 @@ def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None, chunk
         session.sync()
         sides[name] = recording
 
+    writers = {name: getattr(session._writer, "process", None) for name, session in zip(list(sides)[3:], sessions)}
     out: dict[str, list[float]] = {name: [] for name in sides}
+    cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}  # (training process, writer process)
     try:
         for _ in range(rounds):
             for name, side in sides.items():
                 torch.set_num_threads(threads_plain)
-                t = time.perf_counter()
+                writer = writers.get(name)
+                c, w, t = time.process_time(), cpu_seconds(writer), time.perf_counter()
                 side()
                 out[name].append((time.perf_counter() - t) / steps * 1e3)
+                cpu[name].append(((time.process_time() - c) / steps * 1e3, (cpu_seconds(writer) - w) / steps * 1e3))
     finally:
         torch.set_num_threads(threads_plain)
         hooks.remove()
         for session in sessions:
             session.close()
-    return out
+    return out, cpu
 
 
-def steady_median(args, tmp: Path) -> dict[str, tuple[float, float]]:
-    """Each side's median ms per step over the rounds, and the median over rounds of its ratio to
-    plain training in the same round."""
-    runs = steady(args.steady_steps, args.rounds, tmp, args.threads, args.chunk_steps)
+def cpu_seconds(process) -> float:
+    """CPU seconds a child process has used so far (0 for none)."""
+    if process is None:
+        return 0.0
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def steady_median(args, tmp: Path) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
+    """Each side's median ms per step over the rounds and the median over rounds of its ratio to
+    plain training in the same round; and its median CPU ms per step, training and writer process."""
+    runs, cpu = steady(args.steady_steps, args.rounds, tmp, args.threads, args.chunk_steps)
     plain = runs["plain"]
-    return {k: (statistics.median(v), statistics.median(x / p for x, p in zip(v, plain))) for k, v in runs.items()}
+    ms = {k: (statistics.median(v), statistics.median(x / p for x, p in zip(v, plain))) for k, v in runs.items()}
+    return ms, {k: (statistics.median(a for a, _ in v), statistics.median(b for _, b in v)) for k, v in cpu.items()}
 
 
 def read_step(path: Path, repeats: int = 30) -> float:
@@ -155,7 +171,7 @@ def main() -> None:
     if args.steady_only:
         tmp = Path(tempfile.mkdtemp(prefix="acc-bench-"))
         try:
-            print_steady(steady_median(args, tmp), args)
+            print_steady(*steady_median(args, tmp), args)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return
@@ -181,7 +197,7 @@ def main() -> None:
 
         on_disk, on_disk_half = tensor_bytes(tmp / "full0"), tensor_bytes(tmp / "half0")
         raw = sum(int(np.prod(a.shape[1:])) * a.dtype.itemsize for a in rec.tensors.values())
-        loop = steady_median(args, tmp)
+        loop, cpu = steady_median(args, tmp)
         step_ms = read_step(tmp / "full0")
         json_mb, json_ms = seed_json(tmp / "full0")
     finally:
@@ -204,18 +220,18 @@ def main() -> None:
         ("original plan: one step as JSON nested lists", f"{json_mb:.1f} MB in {json_ms:.0f} ms", "-", "-"),
     ]
     table(rows)
-    print_steady(loop, args)
+    print_steady(loop, cpu, args)
 
 
-def table(rows: list[tuple[str, str, str, str]]) -> None:
-    w = max(len(r[0]) for r in rows)
-    print(f"| {'figure':<{w}} | measured | ratio | target |")
-    print(f"| {'-' * w} | --- | --- | --- |")
+def table(rows: list[tuple[str, ...]], header: tuple[str, ...] = ("figure", "measured", "ratio", "target")) -> None:
+    w = max(len(r[0]) for r in [*rows, header])
+    print(f"| {header[0]:<{w}} | " + " | ".join(header[1:]) + " |")
+    print(f"| {'-' * w} | " + " | ".join("---" for _ in header[1:]) + " |")
     for r in rows:
-        print(f"| {r[0]:<{w}} | {r[1]} | {r[2]} | {r[3]} |")
+        print(f"| {r[0]:<{w}} | " + " | ".join(r[1:]) + " |")
 
 
-def print_steady(loop: dict[str, float], args) -> None:
+def print_steady(loop: dict[str, tuple[float, float]], cpu: dict[str, tuple[float, float]], args) -> None:
     import torch
 
     from capture.writer import VARIABLE
@@ -237,6 +253,9 @@ def print_steady(loop: dict[str, float], args) -> None:
         row("training + captures, nothing written / plain", "captures", "-"),
         row("plain training on the threads recording leaves it / plain", "plain, one thread fewer", "-"),
     ])
+    print("\nCPU ms per step, median over the rounds (the training process counts every thread of it)")
+    table([(name, f"{a:.2f}", f"{b:.2f}" if b else "-") for name, (a, b) in cpu.items()],
+          ("side", "training process", "writer process"))
 
 if __name__ == "__main__":
     main()
