@@ -3,27 +3,37 @@ browser test (the harness it uses is tests/browser.py)."""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from browser import CHROMIUM, CHROMIUM_ARGS, LOCAL, Watch
 
-CLI = [sys.executable, "-c", "from capture.cli import main; main()"]
 
-
-def acc(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `acc-capture ARGS` in a subprocess; returns the completed process (text output)."""
-    proc = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "COLUMNS": "120"})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"acc-capture {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
+def acc(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 600,
+        env: dict[str, str] | None = None, fsize: int | None = None) -> subprocess.CompletedProcess:
+    """Run `acc-capture ARGS` in a process of its own (`acc_start`, below) and wait for it; returns the
+    completed process (text output). Its environment: `env`, or this process's with COLUMNS=120."""
+    proc = acc_start(*args, cwd=cwd, env={**os.environ, "COLUMNS": "120"} if env is None else env, fsize=fsize)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    done = subprocess.CompletedProcess(["acc-capture", *args], proc.returncode, out, err)
+    if check and done.returncode != 0:
+        raise AssertionError(f"acc-capture {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    return done
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +53,14 @@ def bcl_rec(recordings) -> Path:
 def control_rec(recordings) -> Path:
     path = recordings / "control"
     acc("run", "--steps", "12", "--condition", "control", "--out", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def float16_rec(recordings) -> Path:
+    """bcl_rec's run (30 steps of bcl-slow, seed 0, chunked 7 steps at a time) with --dtype float16."""
+    path = recordings / "float16"
+    acc("run", "--steps", "30", "--chunk-steps", "7", "--dtype", "float16", "--out", str(path))
     return path
 
 
@@ -163,30 +181,46 @@ def assert_same_recording(got: Path, want: Path, steps: int | None = None) -> No
             assert x.tobytes() == y.tobytes(), f"{group}/{name} differs"
 
 
-# -- many CLI calls at the cost of one import -------------------------------------------------------
-# Most of a call's time is importing torch: `fork_cli` imports the CLI once in a helper process that
-# forks one child per call; each child runs `capture.cli.main()` with its own argv, working directory and
-# stdout/stderr files, and exits as the interpreter would (an uncaught exception prints its traceback
-# and exits 1).
+# -- CLI calls at the cost of one import ----------------------------------------------------------
+# Most of a call's time is importing torch. `acc`, `acc_start`, `fork_cli` and `fork_cli_chains` run each
+# call in a process of its own, forked from one helper interpreter that imported the CLI once for the
+# session (the fork server below): the child takes the call's argv, environment, working directory,
+# stdout/stderr files and file-size limit, runs `capture.cli.main()` and exits as the interpreter would (an
+# uncaught exception prints its traceback and exits 1; a signal that kills it is its exit status,
+# negative). capture/crash.py reads ACC_CAPTURE_CRASH at import: each child imports that module again
+# (reload) under its own environment, as a fresh interpreter would.
 
-# Runs in a fresh interpreter: import the CLI once, then fork a child per call, two at a time.
-# stdin: a list of chains, each a list of calls run one after the other; stdout: their exit codes.
-_FORK_DRIVER = r"""
-import json, os, sys, threading, traceback
+# Runs in a fresh interpreter: import the CLI once, then serve calls on a Unix socket (argv[1]). Each
+# connection sends one call as a JSON line; an intermediate process forks the child that runs it, answers
+# the child's pid, waits for it and answers its exit code. The server ends when its stdin closes. (It runs
+# without COLUMNS: a console made at import then takes its width from each child's environment.)
+_FORK_SERVER = r"""
+import importlib, json, os, resource, select, signal, socket, sys, threading, traceback
 from capture.cli import main
-import acc.data, acc.recipe, capture.recorder  # (what `run` imports when called: once, not per child)
+import acc.data, acc.recipe, capture.crash, capture.recorder  # (what `run` imports when called: once, not per child)
 assert threading.active_count() == 1, f"threads before fork: {threading.enumerate()}"
-chains = json.load(sys.stdin)
-codes = [[None] * len(chain) for chain in chains]
-sys.stdout.flush()
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(sys.argv[1])
+listener.listen(64)
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # (the intermediate processes are reaped by the kernel)
+print("ready", flush=True)
+devnull = os.open(os.devnull, os.O_RDWR)
+os.dup2(devnull, 1)
 
 def child(c):
     code = 1
     try:
+        os.environ.clear()
+        os.environ.update(c["env"])
+        importlib.reload(capture.crash)  # (it reads ACC_CAPTURE_CRASH at import)
+        if c["fsize"] is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (c["fsize"], c["fsize"]))
         os.chdir(c["cwd"])
+        os.dup2(devnull, 0)
         for fd, name in ((1, c["stdout"]), (2, c["stderr"])):
             os.dup2(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
-        sys.argv = ["acc-capture", *c["args"]]
+        sys.argv = ["-c", *c["args"]]
         try:
             main()
             code = 0
@@ -202,49 +236,158 @@ def child(c):
     finally:
         os._exit(code)
 
-pending, running = [(i, 0) for i in range(len(chains))], {}
-while pending or running:
-    while pending and len(running) < 2:
-        i, j = pending.pop(0)
-        pid = os.fork()
-        if pid == 0:
-            child(chains[i][j])
-        running[pid] = (i, j)
-    pid, status = os.wait()
-    i, j = running.pop(pid)
-    codes[i][j] = os.waitstatus_to_exitcode(status)
-    if j + 1 < len(chains[i]):
-        pending.insert(0, (i, j + 1))
-print(json.dumps(codes))
+def serve(conn, c):
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        child(c)
+    try:
+        conn.sendall(f"{pid}\n".encode())
+        _, status = os.waitpid(pid, 0)
+        conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+    finally:
+        os._exit(0)
+
+while True:
+    ready, _, _ = select.select([listener, sys.stdin], [], [])
+    if sys.stdin in ready:
+        break
+    conn, _ = listener.accept()
+    with conn.makefile("rb") as f:
+        call = json.loads(f.readline())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() == 0:
+        listener.close()
+        serve(conn, call)
+    conn.close()
 """
 
 
-def fork_cli_chains(chains: dict[str, list[tuple[list[str], Path]]],
-                    scratch: Path) -> dict[str, list[subprocess.CompletedProcess]]:
-    """Run named chains of `acc-capture ARGS` calls (in CWD), a process each, a chain's calls in order.
+class Forked:
+    """A CLI call running in a child of the fork server: what the tests use of `subprocess.Popen` (pid,
+    poll, wait, send_signal, kill, communicate; stdout and stderr are the files it writes, open for
+    reading)."""
 
-    The calls are the real CLI in processes of their own, forked from one interpreter that has
-    imported it (importing torch is most of a call's time); two run at a time.
-    """
-    scratch.mkdir(parents=True, exist_ok=True)
-    jobs = [[{"args": args, "cwd": str(cwd), "stdout": str(scratch / f"{name}.{j}.out"),
-              "stderr": str(scratch / f"{name}.{j}.err")} for j, (args, cwd) in enumerate(calls)]
-            for name, calls in chains.items()]
-    driver = subprocess.run([sys.executable, "-c", _FORK_DRIVER], input=json.dumps(jobs), capture_output=True,
-                            text=True, timeout=600, env={**os.environ, "COLUMNS": "120"})
-    assert driver.returncode == 0, driver.stderr
-    codes = json.loads(driver.stdout)
-    def result(job: dict, code: int) -> subprocess.CompletedProcess:
-        return subprocess.CompletedProcess(["acc-capture", *job["args"]], code, Path(job["stdout"]).read_text(),
-                                           Path(job["stderr"]).read_text())
+    def __init__(self, args: list[str], conn, pid: int, out: Path, err: Path):
+        self.args, self.pid, self.returncode = ["acc-capture", *args], pid, None
+        self._conn, self._out, self._err = conn, out, err
+        self.stdout, self.stderr = open(out), open(err)
+        self._ended = threading.Event()
+        threading.Thread(target=self._wait, daemon=True).start()
 
-    return {name: [result(job, code) for job, code in zip(chain, chain_codes)]
-            for name, chain, chain_codes in zip(chains, jobs, codes)}
+    def _wait(self) -> None:
+        with self._conn, self._conn.makefile("rb") as answers:
+            line = answers.readline()
+        self.returncode = int(line) if line else -signal.SIGKILL  # (no answer: the server is gone)
+        self._ended.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        out, err = self.stdout.read(), self.stderr.read()
+        self.stdout.close()
+        self.stderr.close()
+        self._out.unlink(missing_ok=True)
+        self._err.unlink(missing_ok=True)
+        return out, err
 
 
-def fork_cli(calls: dict[str, tuple[list[str], Path]], scratch: Path) -> dict[str, subprocess.CompletedProcess]:
+class _ForkServer:
+    """The helper interpreter of the session that forks a child per CLI call (see above)."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="acc-fork-"))
+        self.socket = self.dir / "socket"
+        self.proc = subprocess.Popen([sys.executable, "-c", _FORK_SERVER, str(self.socket)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=open(self.dir / "server.err", "w"),
+                                     env={k: v for k, v in os.environ.items() if k != "COLUMNS"})
+        if self.proc.stdout.readline() != b"ready\n":
+            self.proc.wait(timeout=60)
+            raise AssertionError(f"the fork server did not start:\n{(self.dir / 'server.err').read_text()}")
+        self.count = itertools.count()
+
+    def start(self, args: list[str], cwd: Path, env: dict[str, str], fsize: int | None = None) -> Forked:
+        import socket
+
+        n = next(self.count)
+        out, err = self.dir / f"{n}.out", self.dir / f"{n}.err"
+        out.touch()
+        err.touch()
+        call = {"args": [str(a) for a in args], "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err),
+                "fsize": fsize}
+        conn = socket.socket(socket.AF_UNIX)
+        conn.connect(str(self.socket))
+        conn.sendall(json.dumps(call).encode() + b"\n")
+        pid = b""
+        while not pid.endswith(b"\n"):
+            got = conn.recv(1)
+            if not got:
+                raise AssertionError(f"the fork server did not start acc-capture {' '.join(args)}")
+            pid += got
+        return Forked(list(args), conn, int(pid), out, err)
+
+    def close(self) -> None:
+        import shutil
+
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_server: _ForkServer | None = None
+_server_lock = threading.Lock()
+
+
+def fork_server() -> _ForkServer:
+    global _server
+    with _server_lock:
+        if _server is None:
+            _server = _ForkServer()
+            atexit.register(_server.close)
+        return _server
+
+
+def acc_start(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, fsize: int | None = None) -> Forked:
+    """Start `acc-capture ARGS` in a process of its own (a child of the fork server), in `cwd` (default:
+    this one), under `env` (default: this process's environment) and, given `fsize`, a limit on the size of
+    the files it writes (RLIMIT_FSIZE, SIGXFSZ ignored: a write past it fails with EFBIG). Not waited for."""
+    return fork_server().start(list(args), Path(cwd or os.getcwd()), dict(os.environ if env is None else env), fsize)
+
+
+def fork_cli_chains(chains: dict[str, list[tuple[list[str], Path]]]) -> dict[str, list[subprocess.CompletedProcess]]:
+    """Run named chains of `acc-capture ARGS` calls (in CWD), a process each, a chain's calls in order,
+    two chains at a time (each call as `acc` makes it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def chain(calls):
+        return [acc(*args, cwd=cwd, check=False) for args, cwd in calls]
+
+    with ThreadPoolExecutor(2) as pool:
+        done = dict(zip(chains, pool.map(chain, chains.values())))
+    return done
+
+
+def fork_cli(calls: dict[str, tuple[list[str], Path]]) -> dict[str, subprocess.CompletedProcess]:
     """`fork_cli_chains` for independent calls."""
-    done = fork_cli_chains({name: [call] for name, call in calls.items()}, scratch)
+    done = fork_cli_chains({name: [call] for name, call in calls.items()})
     return {name: procs[0] for name, procs in done.items()}
 
 

@@ -128,7 +128,7 @@ def bad(tmp_path_factory, control_rec) -> dict:
     cwds = {name: base / "cwd" / name for name in calls}  # a refused run must not leave recordings/ behind
     for cwd in cwds.values():
         cwd.mkdir(parents=True)
-    procs = fork_cli({name: (args, cwds[name]) for name, args in calls.items()}, base / "outputs")
+    procs = fork_cli({name: (args, cwds[name]) for name, args in calls.items()})
     return dict(cases=cases, before=before, procs=procs, cwds=cwds, never=never, to_replace=to_replace)
 
 

@@ -8,8 +8,6 @@ The reference is the `bcl_rec` fixture: 30 steps of bcl-slow, seed 0, `--chunk-s
 from __future__ import annotations
 
 import os
-import resource
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,16 +16,15 @@ import zarr
 
 from capture import Recording
 from capture.crash import EXIT_CODE, VARIABLE
-from conftest import CLI, acc, assert_same_recording
+from conftest import acc, assert_same_recording
 
 STEPS, CHUNK = 30, 7
 RUN = ["run", "--steps", str(STEPS), "--chunk-steps", str(CHUNK)]
 
 
-def crashing(point: str, n: int, args: list[str], **popen) -> subprocess.CompletedProcess:
-    """`args` run in a subprocess set to crash the n-th time it reaches `point`."""
-    return subprocess.run(args, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, VARIABLE: f"{point}:{n}"}, **popen)
+def crashing(point: str, n: int, *args: str) -> subprocess.CompletedProcess:
+    """`acc-capture ARGS` in a process of its own, set to crash the n-th time it reaches `point`."""
+    return acc(*args, env={**os.environ, VARIABLE: f"{point}:{n}"}, check=False)
 
 
 def partials(path: Path) -> list[Path]:
@@ -51,7 +48,7 @@ def finish_and_compare(path: Path, reference: Path) -> int:
 
 def test_crash_after_data_before_publishing(bcl_rec, tmp_path):
     path = tmp_path / "rec"
-    proc = crashing("data-written", 2, [*CLI, *RUN, "--out", str(path)])
+    proc = crashing("data-written", 2, *RUN, "--out", str(path))
     assert proc.returncode == EXIT_CODE, proc.stderr
     assert (path / "state" / f"step-{2 * CHUNK:08d}.pt").exists()  # written, not yet counted
     info = acc("info", str(path))
@@ -61,7 +58,7 @@ def test_crash_after_data_before_publishing(bcl_rec, tmp_path):
 
 def test_crash_after_publishing_before_pruning(bcl_rec, tmp_path):
     path = tmp_path / "rec"
-    proc = crashing("published", 2, [*CLI, *RUN, "--out", str(path)])
+    proc = crashing("published", 2, *RUN, "--out", str(path))
     assert proc.returncode == EXIT_CODE, proc.stderr
     assert {p.name for p in (path / "state").glob("*.pt")} == {f"step-{CHUNK:08d}.pt", f"step-{2 * CHUNK:08d}.pt"}
     assert finish_and_compare(path, bcl_rec) == 2 * CHUNK
@@ -72,7 +69,7 @@ def test_crash_in_the_middle_of_a_file(bcl_rec, tmp_path):
     arrays = sum(len(list(zarr.open_group(bcl_rec, mode="r")[g].array_keys())) for g in ("tensors", "summary"))
     # the first chunk puts one file per array and its state (and perhaps the state at step 0): put
     # number arrays + 3 is a data file of the second chunk
-    proc = crashing("mid-file", arrays + 3, [*CLI, *RUN, "--out", str(path)])
+    proc = crashing("mid-file", arrays + 3, *RUN, "--out", str(path))
     assert proc.returncode == EXIT_CODE, proc.stderr
     left = partials(path)
     assert len(left) == 1 and left[0].stat().st_size > 0, left
@@ -82,7 +79,7 @@ def test_crash_in_the_middle_of_a_file(bcl_rec, tmp_path):
 def test_crash_during_resume(bcl_rec, tmp_path):
     path = tmp_path / "rec"
     acc("run", "--steps", str(2 * CHUNK), "--chunk-steps", str(CHUNK), "--out", str(path))
-    proc = crashing("resume", 1, [*CLI, "resume", str(path), "--steps", "5"])
+    proc = crashing("resume", 1, "resume", str(path), "--steps", "5")
     assert proc.returncode == EXIT_CODE, proc.stderr
     assert Recording.open(path).meta["resumed"][-1]["at_step"] == 2 * CHUNK
     assert finish_and_compare(path, bcl_rec) == 2 * CHUNK
@@ -99,7 +96,8 @@ for _ in range(2):
 
 
 def test_crash_during_a_live_step(bcl_rec, tmp_path):
-    proc = crashing("live-step", 2, [sys.executable, "-c", LIVE, str(tmp_path)])
+    proc = subprocess.run([sys.executable, "-c", LIVE, str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, VARIABLE: "live-step:2"})
     assert proc.returncode == EXIT_CODE, proc.stderr
     assert proc.stdout.startswith("200 "), proc.stdout  # the first step was answered
     # the second step's chunk was handed to the writer: it is counted or not, as the crash fell
@@ -114,13 +112,8 @@ def test_full_disk_leaves_the_recording_interrupted_and_resumable(bcl_rec, tmp_p
     limit = int(max(state, shard * CHUNK / 20) * 1.15)
     assert limit < shard * 2 * CHUNK / 20 * 0.9, "the second chunk's shards would fit under the limit"
 
-    def limited() -> None:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
     path = tmp_path / "rec"
-    proc = subprocess.run([*CLI, *RUN, "--out", str(path)], capture_output=True, text=True, timeout=600,
-                          preexec_fn=limited)
+    proc = acc(*RUN, "--out", str(path), env=dict(os.environ), fsize=limit, check=False)  # (SIGXFSZ ignored: EFBIG)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from browser import show
 from capture.cli import open_live_server
 from capture.live import MAX_STEPS_PER_REQUEST, LiveSession
 from capture.recording import Recording
-from conftest import CLI, acc, assert_one_line_error, assert_same_recording, fork_cli
+from conftest import acc, acc_start, assert_one_line_error, assert_same_recording, fork_cli
 from viewer import build, make_server
 
 LOCAL = re.compile(r"^(http://127\.0\.0\.1:\d+/|data:|blob:)")
@@ -525,7 +524,7 @@ def test_serve_bad_input_is_one_line(base, tmp_path):
             "port_in_use": (["serve", str(path), "--port", port, "--no-open"], "in use"),
             "port_in_use_new": (["serve", "--condition", "control", "--port", port, "--no-open"], "in use"),
         }
-        procs = fork_cli({name: (args, cwd) for name, (args, _) in cases.items()}, tmp_path / "outputs")
+        procs = fork_cli({name: (args, cwd) for name, (args, _) in cases.items()})
     for name, (_, words) in cases.items():
         assert_one_line_error(procs[name], words)
     # nothing was touched or made
@@ -535,8 +534,7 @@ def test_serve_bad_input_is_one_line(base, tmp_path):
 
 def test_serve_new_recording_until_ctrl_c(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([*CLI, "serve", "--condition", "control", "--port", str(port), "--no-open", "--device", "cpu"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = acc_start("serve", "--condition", "control", "--port", str(port), "--no-open", "--device", "cpu", cwd=tmp_path)
     try:
         def up():
             if proc.poll() is not None:
@@ -701,8 +699,7 @@ def test_localhost_is_this_server_and_origin_null_is_not(live):
 def test_sigterm_while_a_step_runs_leaves_the_recording_complete_and_resumable(base, tmp_path):
     path = shutil.copytree(base, tmp_path / "rec")
     port = free_port()
-    proc = subprocess.Popen([*CLI, "serve", str(path), "--port", str(port), "--no-open", "--device", "cpu"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = acc_start("serve", str(path), "--port", str(port), "--no-open", "--device", "cpu", cwd=tmp_path)
     answers = []
     try:
         def up():

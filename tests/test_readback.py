@@ -36,7 +36,7 @@ def recs(tmp_path_factory) -> dict[str, Path]:
         "half_straight": [(["run", "--steps", "11", "--dtype", "float16", "--out", str(out["half_straight"]), *cpu], base)],
         "diverged": [(["run", "--steps", "8", "--lr", DIVERGED_LR, "--out", str(out["diverged"]), *cpu], base)],
     }
-    done = fork_cli_chains(chains, base / "outputs")
+    done = fork_cli_chains(chains)
     for name, procs in done.items():
         for proc in procs:
             assert proc.returncode == 0, f"{name}: acc-capture {' '.join(proc.args[1:])} failed:\n{proc.stderr}"

@@ -54,11 +54,11 @@ def bcl_arrays(bcl_rec) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, bcl_rec) -> dict:
+def runs(tmp_path_factory, bcl_rec, float16_rec) -> dict:
     base = tmp_path_factory.mktemp("recorder")
     cwd = base / "cwd"
     cwd.mkdir()
-    p = {name: base / name for name in ("chunk1", "chunk_all", "every10", "full_steps", "keys", "loss100", "nbr52", "float16")}
+    p = {name: base / name for name in ("chunk1", "chunk_all", "every10", "full_steps", "keys", "loss100", "nbr52")}
     chains = {
         "loss100": [["run", "--steps", "100", "--keys", "loss", "--chunk-steps", "50", "--out", str(p["loss100"])]],
         "chunk1": [["run", "--steps", "14", "--chunk-steps", "1", "--out", str(p["chunk1"])]],
@@ -70,15 +70,15 @@ def runs(tmp_path_factory, bcl_rec) -> dict:
         "keys": [["run", "--steps", "10", "--keys", "loss,rank_score", "--out", str(p["keys"])]],
         "nbr52": [["run", "--steps", "52", "--keys", "neighbors,encoder_weights", "--chunk-steps", "26",
                    "--out", str(p["nbr52"])]],
-        "float16": [["run", "--steps", "30", "--chunk-steps", "7", "--dtype", "float16", "--out", str(p["float16"])]],
         "info_json": [["info", str(bcl_rec), "--json"]],
         "conditions": [["conditions"]],
     }
-    done = fork_cli_chains({name: [(args, cwd) for args in calls] for name, calls in chains.items()}, base / "logs")
+    done = fork_cli_chains({name: [(args, cwd) for args in calls] for name, calls in chains.items()})
     for name, procs in done.items():
         for proc in procs:
             assert proc.returncode == 0, f"{' '.join(proc.args)} failed:\n{proc.stderr}"
     p["cwd"] = cwd
+    p["float16"] = float16_rec  # (the session's: the viewer's tests show it too)
     p["cwd_stdout"] = [proc.stdout for proc in done["cwd"]]
     p["info_json"], p["conditions"] = done["info_json"][0].stdout, done["conditions"][0].stdout
     return p

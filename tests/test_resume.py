@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import zarr
 
-from conftest import CLI, acc
+from conftest import acc, acc_start
 
 
 def arrays(path: Path) -> dict[str, np.ndarray]:
@@ -60,8 +59,7 @@ def test_resume_several_times_and_sparse_policy(tmp_path):
 
 def test_kill_then_resume_equals_uninterrupted(straight, tmp_path):
     path = tmp_path / "killed"
-    proc = subprocess.Popen([*CLI, "run", "--steps", "130", "--out", str(path), "--chunk-steps", "6"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = acc_start("run", "--steps", "130", "--out", str(path), "--chunk-steps", "6")
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

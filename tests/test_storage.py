@@ -419,14 +419,11 @@ def test_a_run_to_the_bucket_is_the_local_run_byte_for_byte(s3, bucket_rec, bcl_
 def test_a_crash_during_an_upload_reads_as_interrupted_and_resumes_bit_exactly(s3, bcl_rec):
     """The process ends (capture/crash.py's `upload` point) while the fourth chunk's files are half
     uploaded: three chunks are counted, bit-equal to the uninterrupted run, and `resume` finishes it."""
-    import subprocess
-
     from capture.crash import EXIT_CODE, VARIABLE
-    from conftest import CLI
 
     url, prefix = f"s3://{BUCKET}/runs/killed", "runs/killed"
-    proc = subprocess.run([*CLI, "run", "--steps", "30", "--chunk-steps", "2", "--out", url], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, VARIABLE: "upload:4"})
+    proc = acc("run", "--steps", "30", "--chunk-steps", "2", "--out", url, env={**os.environ, VARIABLE: "upload:4"},
+               check=False)
     assert proc.returncode == EXIT_CODE, proc.stderr
 
     rec = Recording.open(url)
@@ -491,18 +488,13 @@ def test_build_only_writes_the_viewer_into_the_bucket_which_serves_it(page, s3, 
 
 def bad_run(tmp_path: Path, out: str, env: dict[str, str | None]) -> str:
     """`run --out OUT` under these AWS variables: one error line, exit 1, nothing written locally."""
-    import subprocess
-
-    from conftest import CLI
-
     full = {**os.environ, "COLUMNS": "120"}
     for k, v in env.items():
         if v is None:
             full.pop(k, None)
         else:
             full[k] = v
-    proc = subprocess.run([*CLI, "run", "--steps", "3", "--out", out], cwd=tmp_path, capture_output=True, text=True,
-                          env=full, timeout=300)
+    proc = acc("run", "--steps", "3", "--out", out, cwd=tmp_path, env=full, timeout=300, check=False)
     line = one_error_line(proc)
     assert not list(tmp_path.iterdir()), "wrote something locally"
     return line
@@ -607,21 +599,12 @@ def _web_server():
 
 
 def _cli(tmp_path: Path, args: list[str], env: dict[str, str]):
-    import subprocess
-
-    from conftest import CLI
-
-    return subprocess.run([*CLI, *args], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **env},
-                          timeout=300)
+    return acc(*args, cwd=tmp_path, env={**os.environ, **env}, timeout=300, check=False)
 
 
 def _info_without_credentials(tmp_path: Path):
-    import subprocess
-
-    from conftest import CLI
-
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    return subprocess.run([*CLI, "info", f"s3://{BUCKET}/runs/same"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    return acc("info", f"s3://{BUCKET}/runs/same", cwd=tmp_path, env=env, check=False)
 
 
 def test_no_permission_is_one_line_and_writes_nothing(s3, tmp_path):

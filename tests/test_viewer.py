@@ -82,12 +82,9 @@ def sparse_site(sparse_rec, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def float16_site(tmp_path_factory):
+def float16_site(float16_rec, tmp_path_factory):
     """The bcl fixture's run recorded with --dtype float16: its large tensors are stored as halves."""
-    path = tmp_path_factory.mktemp("viewer") / "float16"
-    acc("run", "--steps", "30", "--chunk-steps", "7", "--dtype", "float16", "--out", str(path))
-    build(Recording.open(path))
-    served = serve_in_thread(path)
+    served = built_site(float16_rec, tmp_path_factory.mktemp("viewer") / "float16")
     yield served
     served.stop()
 

@@ -21,7 +21,7 @@ import pytest
 from browser import free_port
 from capture.cli import describe
 from capture.recording import Recording
-from conftest import CLI, acc, assert_one_line_error, fork_cli, snapshot
+from conftest import acc, acc_start, assert_one_line_error, fork_cli, snapshot
 
 HOLD = ("import sys; from pathlib import Path; from capture.format import lock_writer; "
         "lock_writer(Path(sys.argv[1])); print('locked', flush=True); sys.stdin.read()")
@@ -72,7 +72,7 @@ def held(control_rec, tmp_path_factory) -> dict:
     holder = Holder(path)
     try:
         before = snapshot(path)
-        procs = fork_cli({name: (args, cwd) for name, args in calls.items()}, base / "outputs")
+        procs = fork_cli({name: (args, cwd) for name, args in calls.items()})
         after = snapshot(path)
     finally:
         holder.release()
@@ -104,8 +104,8 @@ def test_once_the_writer_is_gone_the_recording_is_interrupted_and_resumes(held):
 
 def test_a_real_run_reads_as_recording_while_it_writes(tmp_path):
     path = tmp_path / "rec"
-    proc = subprocess.Popen([*CLI, "run", "--steps", "100000", "--keys", "loss", "--chunk-steps", "1", "--device", "cpu",
-                             "--out", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = acc_start("run", "--steps", "100000", "--keys", "loss", "--chunk-steps", "1", "--device", "cpu",
+                     "--out", str(path))
     try:
         def steps_written() -> int:
             if proc.poll() is not None:
@@ -130,7 +130,7 @@ def test_of_two_resumes_started_together_exactly_one_proceeds(control_rec, tmp_p
     for attempt in range(5):
         path = shutil.copytree(control_rec, tmp_path / f"rec{attempt}")
         args = ["resume", str(path), "--steps", "40", "--chunk-steps", "5", "--device", "cpu"]
-        procs = fork_cli({"a": (args, tmp_path), "b": (args, tmp_path)}, tmp_path / f"out{attempt}")
+        procs = fork_cli({"a": (args, tmp_path), "b": (args, tmp_path)})
         codes = sorted(p.returncode for p in procs.values())
         if codes == [0, 0]:  # one after the other: they never met
             assert Recording.open(path).steps == 12 + 80
