@@ -1,6 +1,7 @@
-"""Recording benchmark: prints each figure of the speed targets as a table (median of repeats).
+"""Recording benchmark: prints each figure of the speed targets as a table (medians).
 
-    python benchmarks/bench_record.py [--steps 300] [--repeats 3]
+    python benchmarks/bench_record.py [--steps 300] [--repeats 3] [--rounds 6]
+    python benchmarks/bench_record.py --steady-only [--threads N] [--chunk-steps 20]
 
 Wall-time ratios are taken in one run with the sides interleaved (A B C, A B C, ...), each side a
 fresh process, so start-up (imports, MNIST) is counted on every side alike. The steady-state figures
