@@ -82,13 +82,14 @@ def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None,
     captures()
     sides["captures"] = captures
 
-    sessions = []
+    sessions, writers = [], {}
     for name, policy in (("every key", {}), ("full every 1000", {"full_every": 1000}),
                          ("keys loss", {"only": ["loss"]})):
         run = build_run(cfg, seed=0)
         session = record(tmp / name.replace(" ", "-"), StepTensorKey, config=cfg.to_dict(), seed=0,
                          expect_steps=(rounds * steps + 2 * chunk), force=True, chunk_steps=chunk, **policy)
         sessions.append(session)
+        writers[name] = getattr(session._writer, "process", None)  # (None: a writer thread)
 
         def recording(run=run, session=session) -> None:
             train_and_record(run, session, steps, chunk, threads=threads)
@@ -98,7 +99,6 @@ def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None,
         session.sync()
         sides[name] = recording
 
-    writers = {name: getattr(session._writer, "process", None) for name, session in zip(list(sides)[3:], sessions)}
     out: dict[str, list[float]] = {name: [] for name in sides}
     cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}  # (training process, writer process)
     try:

@@ -270,7 +270,7 @@ class Recorder:
         self._specs: dict[str, fmt.Summary] | None = None  # the summaries computed, known at the first write
         self._chunkers = {arr.path: _Chunker(self.store, arr, self.steps_completed)
                           for arr in [*self.tensors.values(), *self.summaries.values()]}
-        self._saved: int | None = None  # the step of the training state this recorder saved last
+        self._saved = self.steps_completed  # the step of the newest training state (there may be none)
 
     @classmethod
     def attach(cls, location: Path | str, own: dict, expect_steps: int = 0) -> Recorder:
@@ -323,6 +323,7 @@ class Recorder:
             for key, _ in store.list():
                 if key.endswith(PARTIAL):
                     store.delete(key)
+            prune_states(store, keep=done)  # (those an interrupted writer saved past `done`)
             recorder = cls(store, root, meta, lock, vocabulary.summaries(), expect_steps)
             recorder._resize(done)  # drops the chunks of discarded steps
             meta["status"] = "recording"
@@ -421,10 +422,7 @@ class Recorder:
         self._write_meta()
         crash_point("published")
         if state is not None:
-            if self._saved is None:
-                prune_states(self.store, keep=t1)  # (whatever an earlier writer left)
-            else:
-                self.store.delete(_state_key(self._saved))
+            self.store.delete(_state_key(self._saved))  # (superseded; a missing one is no error)
             self._saved = t1
 
     def _write_meta(self) -> None:

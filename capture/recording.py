@@ -43,7 +43,7 @@ def _read_meta(store: Store) -> dict:
     try:
         text = store.get("zarr.json")
     except (FileNotFoundError, IsADirectoryError):
-        if store.local is None and isinstance(store, ObjectStore):  # a 404: no such object, or no S3 API there
+        if isinstance(store, ObjectStore):  # a 404: no such object, or no S3 API there
             try:
                 store.is_empty()  # (a listing: an S3 API answers it; any other web server fails it)
             except StoreError as e:

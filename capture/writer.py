@@ -264,7 +264,7 @@ def prestart() -> None:
     calls this before it loads torch and the data); the next recording's writer takes it. Unused,
     it ends with this process."""
     global _started
-    if _started is None and os.environ.get(VARIABLE) != "thread" and hasattr(os, "memfd_create"):
+    if _started is None and _processes():
         _started = _spawn()
 
 
@@ -305,10 +305,14 @@ def _importable(module: str) -> bool:
 def start_writer(recorder: Recorder, keys) -> ThreadWriter | ProcessWriter:
     """The writer for a recording of `keys`: a process where it can be (see the module), else a thread."""
     sources = vocabularies_of(keys)
-    if (os.environ.get(VARIABLE) == "thread" or sources is None or not hasattr(os, "memfd_create")
-            or not recorder.store.shared):
+    if not _processes() or sources is None or not recorder.store.shared:
         return ThreadWriter(recorder)
     return ProcessWriter(recorder, sources)
+
+
+def _processes() -> bool:
+    """Whether writers may be processes here at all (Linux's memfd, and not ACC_CAPTURE_WRITER=thread)."""
+    return os.environ.get(VARIABLE) != "thread" and hasattr(os, "memfd_create")
 
 
 # -- the writer process -----------------------------------------------------------------------------
