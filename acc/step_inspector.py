@@ -138,9 +138,10 @@ class StepInspector:
     one vocabulary (`keys`, StepTensorKey by default): a key of another is refused.
 
     `into(slots)` gives the next step's captures a place to go: a capture whose shape and dtype match
-    its key's slot is copied there (a CUDA tensor asynchronously, `non_blocking`; `commit()` then
-    synchronises once for the whole step), not into a new tensor. A recording session passes rows
-    of its shared buffers this way, so each captured value is copied exactly once.
+    its key's slot is copied there (a CUDA tensor asynchronously, `non_blocking`, where the slot's
+    memory is page-locked; `take()` then synchronises once for the whole step), not into a new
+    tensor. A recording session passes rows of its shared buffers this way (page-locked once CUDA
+    tensors are captured), so each captured value is copied exactly once.
     """
 
     def __init__(self, keys: type[TensorKey] = StepTensorKey) -> None:
@@ -149,6 +150,7 @@ class StepInspector:
         self._done: list[tuple[int, dict[TensorKey, torch.Tensor]]] = []
         self._slots: dict[TensorKey, torch.Tensor] = {}
         self._cuda = False  # an asynchronous copy from a GPU is pending
+        self.saw_cuda = False  # a capture of a CUDA tensor was made
 
     def key(self, key: TensorKey | str) -> TensorKey:
         """`key` as a member of this inspector's vocabulary (its value as a string works too)."""
@@ -173,6 +175,7 @@ class StepInspector:
             raise CaptureError(f"capture({key.value}): the key has {len(key.dims)} dims {key.dims}, "
                                f"the tensor has shape {tuple(tensor.shape)}")
         tensor = tensor.detach()
+        self.saw_cuda |= tensor.is_cuda
         slot = self._slots.get(key)
         if slot is not None and slot.shape == tensor.shape and slot.dtype == tensor.dtype:
             slot.copy_(tensor, non_blocking=tensor.is_cuda)
