@@ -135,6 +135,27 @@ def steady_median(args, tmp: Path) -> tuple[dict[str, tuple[float, float]], dict
     return ms, {k: (statistics.median(a for a, _ in v), statistics.median(b for _, b in v)) for k, v in cpu.items()}
 
 
+def file_writes(folder: Path, mb: int = 4, times: int = 25) -> tuple[float, float]:
+    """MB/s of this machine's file system writing new files as the recorder does (a temporary name,
+    then renamed into place) and rewriting one file in place: where fresh page-cache pages are dear,
+    the first is much the slower, and the writer's files are all new."""
+    data, target = os.urandom(mb << 20), folder / "probe"
+    target.write_bytes(data)
+    t = time.perf_counter()
+    for _ in range(times):
+        fd = os.open(target, os.O_WRONLY)
+        os.pwrite(fd, data, 0)
+        os.close(fd)
+    in_place = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(times):
+        (folder / "probe.partial").write_bytes(data)
+        os.replace(folder / "probe.partial", target)
+    new = time.perf_counter() - t
+    target.unlink()
+    return mb * times / new, mb * times / in_place
+
+
 def read_step(path: Path, repeats: int = 30) -> float:
     from capture import Recording
 
@@ -257,6 +278,9 @@ def print_steady(loop: dict[str, tuple[float, float]], cpu: dict[str, tuple[floa
     print("\nCPU ms per step, median over the rounds (the training process counts every thread of it)")
     table([(name, f"{a:.2f}", f"{b:.2f}" if b else "-") for name, (a, b) in cpu.items()],
           ("side", "training process", "writer process"))
+    new, in_place = file_writes(Path(tempfile.gettempdir()))
+    print(f"\nfile system ({tempfile.gettempdir()}): new files written at {new:.0f} MB/s, a file rewritten in place at "
+          f"{in_place:.0f} MB/s (the writer's files are new: about 1.3 MB a step with every key)")
 
 if __name__ == "__main__":
     main()
