@@ -138,10 +138,10 @@ class StepInspector:
     one vocabulary (`keys`, StepTensorKey by default): a key of another is refused.
 
     `into(slots)` gives the next step's captures a place to go: a capture whose shape and dtype match
-    its key's slot is copied there (a CUDA tensor asynchronously, `non_blocking`, where the slot's
-    memory is page-locked; `take()` then synchronises once for the whole step), not into a new
-    tensor. A recording session passes rows of its shared buffers this way (page-locked once CUDA
-    tensors are captured), so each captured value is copied exactly once.
+    its key's slot is copied there, not into a new tensor. A recording session passes rows of its
+    shared buffers this way, so each captured value is copied once. A CUDA tensor goes first into a
+    page-locked buffer of its key's, asynchronously (`non_blocking`): the step's copies run while
+    training goes on, and `take()` (or a `get()`) waits for them once, then moves them into the slots.
     """
 
     def __init__(self, keys: type[TensorKey] = StepTensorKey) -> None:
@@ -149,8 +149,9 @@ class StepInspector:
         self._current: dict[TensorKey, torch.Tensor] = {}
         self._done: list[tuple[int, dict[TensorKey, torch.Tensor]]] = []
         self._slots: dict[TensorKey, torch.Tensor] = {}
-        self._cuda = False  # an asynchronous copy from a GPU is pending
-        self.saw_cuda = False  # a capture of a CUDA tensor was made
+        self._pinned: dict[TensorKey, torch.Tensor] = {}  # a page-locked buffer per key captured from a GPU
+        self._in_flight: list[tuple[torch.Tensor, torch.Tensor]] = []  # (page-locked buffer, its slot)
+        self._devices: set = set()  # the GPUs copying into them
 
     def key(self, key: TensorKey | str) -> TensorKey:
         """`key` as a member of this inspector's vocabulary (its value as a string works too)."""
@@ -175,14 +176,32 @@ class StepInspector:
             raise CaptureError(f"capture({key.value}): the key has {len(key.dims)} dims {key.dims}, "
                                f"the tensor has shape {tuple(tensor.shape)}")
         tensor = tensor.detach()
-        self.saw_cuda |= tensor.is_cuda
         slot = self._slots.get(key)
         if slot is not None and slot.shape == tensor.shape and slot.dtype == tensor.dtype:
-            slot.copy_(tensor, non_blocking=tensor.is_cuda)
-            self._cuda |= tensor.is_cuda
+            if tensor.is_cuda:
+                pinned = self._pinned.get(key)
+                if pinned is None or pinned.shape != slot.shape or pinned.dtype != slot.dtype:
+                    pinned = self._pinned[key] = torch.empty(slot.shape, dtype=slot.dtype, pin_memory=True)
+                pinned.copy_(tensor, non_blocking=True)
+                self._in_flight.append((pinned, slot))
+                self._devices.add(tensor.device)
+            else:
+                slot.copy_(tensor)
             self._current[key] = slot
         else:
             self._current[key] = tensor.to("cpu", copy=True)
+
+    def _land(self) -> None:
+        """Wait once for each GPU's copies in flight, then move them into their slots."""
+        if self._in_flight:
+            import torch
+
+            for device in self._devices:
+                torch.cuda.synchronize(device)
+            for pinned, slot in self._in_flight:
+                slot.copy_(pinned)
+            self._in_flight.clear()
+            self._devices.clear()
 
     def into(self, slots: dict[TensorKey, torch.Tensor]) -> None:
         """Where the next captures of these keys go (see the class); each slot holds one step's value."""
@@ -190,16 +209,13 @@ class StepInspector:
 
     def take(self) -> dict[TensorKey, torch.Tensor]:
         """The current step's captures, their copies finished; the inspector starts a new step."""
-        if self._cuda:
-            import torch
-
-            torch.cuda.synchronize()
-            self._cuda = False
+        self._land()
         current, self._current, self._slots = self._current, {}, {}
         return current
 
     def get(self, key: TensorKey) -> torch.Tensor | None:
         """A tensor captured during the current (uncommitted) step."""
+        self._land()
         return self._current.get(key)
 
     def commit(self, step: int) -> None:

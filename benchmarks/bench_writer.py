@@ -79,7 +79,7 @@ def main() -> None:
     print("| phase | CPU ms a step |\n| --- | --- |")
     for label, seconds in sorted(cpu.items(), key=lambda item: -item[1]):
         print(f"| {label} | {seconds / steps * 1e3:.2f} |")
-    print(f"| the rest (Python, chunking, waiting) | {(total - sum(cpu.values())) / steps * 1e3:.2f} |")
+    print(f"| the rest (Python, chunking) | {(total - sum(cpu.values())) / steps * 1e3:.2f} |")
 
 
 if __name__ == "__main__":

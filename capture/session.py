@@ -16,11 +16,10 @@
 
 Shapes and dtypes are fixed by the first committed step; a later step that differs is refused by
 `commit()`, naming the key. Each capture is copied once, into a row of the session's ring of
-shared buffers (capture.writer; page-locked when the captures are CUDA tensors, so that their copies
-run asynchronously, synchronised once per step); every `chunk_steps` steps a filled block of it
-goes to the writer, a process of its own, which writes it while the loop goes on. Leaving the
-`with` normally writes every step (status `complete`); leaving it by an exception writes every
-committed step (status `interrupted`).
+shared buffers (capture.writer; a CUDA tensor by way of a page-locked buffer, asynchronously: see
+StepInspector); every `chunk_steps` steps a filled block of it goes to the writer, a process of its
+own, which writes it while the loop goes on. Leaving the `with` normally writes every step (status
+`complete`); leaving it by an exception writes every committed step (status `interrupted`).
 """
 
 from __future__ import annotations
@@ -56,7 +55,6 @@ class RecordingSession:
         self._slots: list[list[dict]] = []  # [block][row]: {key: torch view of that row}
         self._block, self._n, self._t0 = 0, 0, self.step  # the block being filled, its rows filled, its first step
         self._signature: dict[TensorKey, tuple[tuple[int, ...], torch.dtype]] | None = None
-        self._pinned: int | None = None  # the ring's address, page-locked for copies from a GPU
         self._closed = False
 
     @property
@@ -118,7 +116,6 @@ class RecordingSession:
     def _use_ring(self, ring: Ring) -> None:
         self._writer.attach(ring)
         self._ring, self._block = ring, 0
-        self._pinned = _pin(ring) if self.inspector.saw_cuda else None
         members = {k.value: k for k in self.keys}
         self._slots = []
         for arrays in ring.arrays:
@@ -132,7 +129,6 @@ class RecordingSession:
         ring = Ring(old.signature, rows)
         for key, values in old.block(self._block, self._n).items():
             ring.arrays[0][key][: self._n] = values
-        _unpin(self._pinned)
         self._use_ring(ring)
         old.close()
 
@@ -199,36 +195,21 @@ class RecordingSession:
             status = "interrupted"
             raise
         finally:
-            self.inspector.take()
             try:
-                self._writer.close(status)
+                self.inspector.take()  # (drops the step being captured; a failure here loses no committed step)
             finally:
-                if self._ring is not None:
-                    self._slots = []
-                    _unpin(self._pinned)
-                    self._ring.close()
+                try:
+                    self._writer.close(status)
+                finally:
+                    if self._ring is not None:
+                        self._slots = []
+                        self._ring.close()
 
     def __enter__(self) -> RecordingSession:
         return self
 
     def __exit__(self, kind, error, tb) -> None:
         self.close("complete" if kind is None else "interrupted")
-
-
-def _pin(ring: Ring) -> int | None:
-    """Page-lock the ring's memory, so that copies from a GPU into it run asynchronously (into pageable
-    memory each one waits). Returns its address, or None where CUDA will not (the copies then wait,
-    and land the same)."""
-    address, size = ring.memory()
-    try:
-        return address if int(torch.cuda.cudart().cudaHostRegister(address, size, 0)) == 0 else None
-    except (AssertionError, RuntimeError):  # (no CUDA runtime)
-        return None
-
-
-def _unpin(address: int | None) -> None:
-    if address is not None:
-        torch.cuda.cudart().cudaHostUnregister(address)
 
 
 def next_free_run(base: Path = Path("recordings")) -> Path:

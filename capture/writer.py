@@ -71,11 +71,6 @@ class Ring:
         """What the writer process needs to map the same ring (with the descriptor)."""
         return self.signature, self.rows, self.blocks
 
-    def memory(self) -> tuple[int, int]:
-        """The address of the shared mapping in this process, and its length (to page-lock it for
-        copies from a GPU: capture.session)."""
-        return np.frombuffer(self._map, np.uint8).ctypes.data, len(self._map)
-
     def block(self, index: int, n: int) -> dict[str, np.ndarray]:
         """The first n steps of block `index`, by key."""
         return {key: arr[:n] for key, arr in self.arrays[index].items()}
