@@ -280,7 +280,7 @@ def print_steady(loop: dict[str, tuple[float, float]], cpu: dict[str, tuple[floa
           ("side", "training process", "writer process"))
     new, in_place = file_writes(Path(tempfile.gettempdir()))
     print(f"\nfile system ({tempfile.gettempdir()}): new files written at {new:.0f} MB/s, a file rewritten in place at "
-          f"{in_place:.0f} MB/s (the writer's files are new: about 1.3 MB a step with every key)")
+          f"{in_place:.0f} MB/s (every file the writer makes is new)")
 
 if __name__ == "__main__":
     main()
