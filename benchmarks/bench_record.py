@@ -189,15 +189,18 @@ def main() -> None:
                     help="only the steady-state table (e.g. under `taskset -c 0` for one core)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads while recording [default: as `run`]")
     ap.add_argument("--chunk-steps", type=int, default=20, help="steps a chunk, as `run --chunk-steps`")
+    ap.add_argument("--dir", type=Path, default=Path("recordings"),
+                    help="where the temporary recordings go [default: recordings/, where `run` records]")
     args = ap.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
     if args.steady_only:
-        tmp = Path(tempfile.mkdtemp(prefix="acc-bench-"))
+        tmp = Path(tempfile.mkdtemp(prefix="acc-bench-", dir=args.dir))
         try:
             print_steady(*steady_median(args, tmp), args)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return
-    tmp = Path(tempfile.mkdtemp(prefix="acc-bench-"))
+    tmp = Path(tempfile.mkdtemp(prefix="acc-bench-", dir=args.dir))
     try:
         sides = {
             "full": lambda i: CLI + ["run", "--steps", str(args.steps), "--out", str(tmp / f"full{i}")],
@@ -278,8 +281,8 @@ def print_steady(loop: dict[str, tuple[float, float]], cpu: dict[str, tuple[floa
     print("\nCPU ms per step, median over the rounds (the training process counts every thread of it)")
     table([(name, f"{a:.2f}", f"{b:.2f}" if b else "-") for name, (a, b) in cpu.items()],
           ("side", "training process", "writer process"))
-    new, in_place = file_writes(Path(tempfile.gettempdir()))
-    print(f"\nfile system ({tempfile.gettempdir()}): new files written at {new:.0f} MB/s, a file rewritten in place at "
+    new, in_place = file_writes(args.dir)
+    print(f"\nfile system ({args.dir}): new files written at {new:.0f} MB/s, a file rewritten in place at "
           f"{in_place:.0f} MB/s (every file the writer makes is new)")
 
 if __name__ == "__main__":

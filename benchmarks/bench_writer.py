@@ -51,8 +51,11 @@ def main() -> None:
     ap.add_argument("recording", nargs="?")
     ap.add_argument("--chunks", type=int, default=15, help="chunks of 20 steps written and timed")
     ap.add_argument("--keys", help="store only these keys (as `run --keys`); summaries of every key either way")
+    ap.add_argument("--dir", type=Path, default=Path("recordings"),
+                    help="where the temporary recordings go [default: recordings/, where `run` records]")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="acc-writer-"))
+    args.dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="acc-writer-", dir=args.dir))
     try:
         source = Path(args.recording) if args.recording else tmp / "source"
         if not args.recording:

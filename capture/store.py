@@ -27,7 +27,9 @@ off the GIL, so uploads do not compete with training for the interpreter. zarr-p
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
+import mmap
 import os
 import re
 import shutil
@@ -169,6 +171,58 @@ class _Flock(WriterLock):
             self.fd = None
 
 
+DIRECT_BYTES = 1 << 16  # a file at least this large is written past the page cache (O_DIRECT) where it can be
+_BLOCK = 4096  # O_DIRECT's alignment of memory, length and offset (the largest logical block size)
+_direct = hasattr(os, "O_DIRECT")  # (False once a file system here refuses it)
+_buffers = threading.local()  # each writing thread's page-aligned buffer
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write `data` as the new file `path`. A large file goes straight to the disk (O_DIRECT, from a
+    page-aligned buffer this thread reuses, written to whole blocks and then cut to its length): a
+    recording is written once and not read back by its writer, so its files need no page cache, and
+    on a long run they would fill it; on some virtual machines fresh page-cache pages are also dear
+    (`benchmarks/bench_record.py` prints what this machine's cost). Where O_DIRECT is refused, the
+    file is written the usual way."""
+    global _direct
+    if _direct and len(data) >= DIRECT_BYTES:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            _direct = False
+        else:
+            try:
+                if _write_direct(fd, data):
+                    return
+                _direct = False
+            finally:
+                os.close(fd)
+    path.write_bytes(data)
+
+
+def _write_direct(fd: int, data: bytes) -> bool:
+    """Write `data` into `fd` (opened with O_DIRECT) through the aligned buffer; False if refused."""
+    padded = -(-len(data) // _BLOCK) * _BLOCK
+    buffer = getattr(_buffers, "buffer", None)
+    if buffer is None or len(buffer) < padded:
+        buffer = _buffers.buffer = mmap.mmap(-1, max(padded, 4 << 20))
+    buffer[:len(data)] = data
+    buffer[len(data):padded] = bytes(padded - len(data))
+    with memoryview(buffer) as view:
+        done = 0
+        try:
+            while done < padded:
+                done += os.pwrite(fd, view[done:padded], done)
+        except OSError as e:
+            if e.errno != errno.EINVAL or done:
+                raise
+            return False
+    os.ftruncate(fd, len(data))
+    return True
+
+
 class DirStore(Store):
     """A recording directory on this machine."""
 
@@ -223,10 +277,10 @@ class DirStore(Store):
         tmp = target.with_name(target.name + PARTIAL)
         crash_point("mid-file", (tmp, data))
         try:
-            tmp.write_bytes(data)
+            _write_file(tmp, data)
         except FileNotFoundError:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
+            _write_file(tmp, data)
         os.replace(tmp, target)
 
     def delete(self, key: str) -> None:

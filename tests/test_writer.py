@@ -3,11 +3,14 @@
 What it writes is what the thread writer writes, bit for bit, for every dtype a recording stores;
 the ring grows when steps are flushed later than promised; a writer that cannot be a process
 (a vocabulary whose own summaries live in `__main__`) is a thread; the writer process never
-outlives the training process; CUDA captures land in the ring once per step (on a CUDA machine).
+outlives the training process; CUDA captures land in the ring once per step (on a CUDA machine);
+large files go past the page cache, byte for byte, or the usual way where that is refused.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 import textwrap
@@ -19,6 +22,7 @@ import pytest
 import torch
 
 from capture import Recording, TensorKey, record
+from capture import store
 from capture.writer import VARIABLE, ProcessWriter, vocabularies_of
 from conftest import assert_same_recording
 
@@ -69,6 +73,37 @@ def test_the_process_writer_writes_what_the_thread_writer_writes(tmp_path, monke
             expect = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
             assert got[key.value].dtype == expect.dtype and np.array_equal(got[key.value], expect), (step, key)
     assert np.array_equal(rec.summary("loss"), [values(s)[Keys.LOSS].item() for s in range(30)])
+
+
+@pytest.mark.parametrize("refused", [None, "open", "write"])
+def test_large_files_are_written_exactly_past_the_page_cache_or_the_usual_way(tmp_path, monkeypatch, refused):
+    monkeypatch.setattr(store, "_direct", True)
+    real_open, real_pwrite, direct = os.open, os.pwrite, []
+
+    def fake_open(path, flags, *args):
+        if flags & os.O_DIRECT:
+            direct.append(path)
+            if refused == "open":
+                raise OSError(errno.EINVAL, "refused")
+        return real_open(path, flags, *args)
+
+    def fake_pwrite(fd, data, offset):
+        if refused == "write":
+            raise OSError(errno.EINVAL, "refused")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "pwrite", fake_pwrite)
+    rng = np.random.default_rng(0)
+    sizes = [0, 5, store.DIRECT_BYTES - 1, store.DIRECT_BYTES, store.DIRECT_BYTES + 1, 3 << 20, (5 << 20) + 7]
+    for n in sizes:
+        data = rng.bytes(n)
+        store.DirStore(tmp_path).put(f"a/f{n}", data)
+        assert (tmp_path / "a" / f"f{n}").read_bytes() == data, n
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(f"f{n}" for n in sizes)  # (no .partial left)
+    large = [n for n in sizes if n >= store.DIRECT_BYTES]
+    assert len(direct) == (len(large) if refused is None else 1)  # (refused once: not asked again)
+    assert store._direct is (refused is None)
 
 
 def test_a_ring_flushed_later_than_promised_grows_and_loses_nothing(tmp_path, monkeypatch):
