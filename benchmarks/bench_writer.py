@@ -27,8 +27,9 @@ from capture import recorder as rec
 from capture.store import DirStore
 
 PHASES = {  # (module, function): what it does
-    (rec, "_gzip"): "gzip (ISA-L, level 1) of each step's tensors and of the summary chunks",
-    (DirStore, "put"): "file writes (a new file each, renamed into place)",
+    (rec, "_gzip"): "gzip (ISA-L, level 1) of each step's large tensors",
+    (DirStore, "put"): "whole files written (a new file each, renamed into place)",
+    (DirStore, "write_at"): "rows written in place (small tensors, summaries)",
     (fmt, "summarize"): "summaries (norms summed in float64, the vocabulary's own)",
     (fmt, "encode_shard"): "shard files assembled from their chunks and index",
 }

@@ -2,8 +2,8 @@
 
 `ACC_CAPTURE_CRASH=<point>[:<n>]` ends the process with `os._exit(EXIT_CODE)` the n-th time (1 if not
 given) `crash_point(<point>)` is reached, as a kill would: no cleanup, no flush, no lock release.
-The points: `data-written`, `published`, `mid-file`, `resume`, `live-step`, `upload` (see where they
-are called). A point reached in the writer process ends the training process too, with the same code.
+The points: `data-written`, `published`, `mid-file`, `mid-row`, `resume`, `live-step`, `upload` (see
+where they are called). A point reached in the writer process ends the training process too, with the same code.
 The variable is read once, at import; unset, `crash_point` returns at its first test.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 VARIABLE = "ACC_CAPTURE_CRASH"
 EXIT_CODE = 86  # what a crash point exits with (not one the CLI uses)
-POINTS = ("data-written", "published", "mid-file", "resume", "live-step", "upload")
+POINTS = ("data-written", "published", "mid-file", "mid-row", "resume", "live-step", "upload")
 
 
 def _parse(text: str | None) -> tuple[str, int] | None:
@@ -32,9 +32,10 @@ _LOCK = threading.Lock()  # (points may be reached from several writing threads 
 _reached = 0
 
 
-def crash_point(name: str, write_half: tuple[Path, bytes] | None = None) -> None:
+def crash_point(name: str, write_half: tuple[Path, bytes] | tuple[int, int, bytes] | None = None) -> None:
     """End the process here if ACC_CAPTURE_CRASH names this point and this is its n-th time. With
-    `write_half` (a file and the bytes meant for it), first write half of those bytes to that file."""
+    `write_half` (a new file and the bytes meant for it; or an open file, an offset and the bytes
+    meant for it there), first write half of those bytes."""
     if _ARMED is None or _ARMED[0] != name:
         return
     global _reached
@@ -42,7 +43,11 @@ def crash_point(name: str, write_half: tuple[Path, bytes] | None = None) -> None
         _reached += 1
         if _reached != _ARMED[1]:
             return
-        if write_half is not None:
+        if write_half is not None and len(write_half) == 3:
+            fd, offset, data = write_half
+            os.pwrite(fd, data[: len(data) // 2], offset)
+            os.fsync(fd)
+        elif write_half is not None:
             path, data = write_half
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "wb") as f:

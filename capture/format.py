@@ -109,7 +109,8 @@ class Files(NamedTuple):
     """How the files of an array this tool writes are laid out (see `file_layout`)."""
 
     steps: int  # steps per file
-    sharded: bool  # True: one gzip chunk per step, then the shard index; False: one gzip chunk of them all
+    sharded: bool  # True: one gzip chunk per step, then the shard index; False: one chunk of them all
+    gzip: bool = True  # False: that one chunk is the values' bytes, uncompressed
 
 
 EMPTY = 2**64 - 1  # a shard index entry (offset, nbytes) of an empty chunk: both this
@@ -118,17 +119,23 @@ _LITTLE_BYTES = {"name": "bytes", "configuration": {"endian": "little"}}
 
 def file_layout(arr) -> Files | None:
     """The layout of `arr`'s files if it is one this tool writes and reads directly, else None
-    (readers then go through zarr). Two layouts, both along the step dimension only:
+    (readers then go through zarr). Three layouts, all along the step dimension only:
 
-    - codecs `bytes` (little-endian) then `gzip`: a file is one chunk of `chunks[0]` steps;
+    - codec `bytes` (little-endian) alone: a file is one uncompressed chunk of `chunks[0]` steps
+      (small tensors and summaries; written in place as steps come, see recorder._Chunker);
+    - codecs `bytes` (little) then `gzip`: a file is one gzip chunk of `chunks[0]` steps (the same, in
+      earlier recordings of this format);
     - `sharding_indexed` of one-step chunks, each `bytes` (little) then `gzip`, with a `bytes`
       index at the end: a file is a shard of `shards[0]` steps (recorder._Chunker, recording._read_row).
     """
     codecs = [c.to_dict() for c in arr.metadata.codecs]
 
-    def plain(cs: list[dict]) -> bool:
-        return [c["name"] for c in cs] == ["bytes", "gzip"] and cs[0].get("configuration", {}).get("endian", "little") == "little"
+    def plain(cs: list[dict], gzip: bool = True) -> bool:
+        return ([c["name"] for c in cs] == (["bytes", "gzip"] if gzip else ["bytes"])
+                and cs[0].get("configuration", {}).get("endian", "little") == "little")
 
+    if plain(codecs, gzip=False):
+        return Files(arr.chunks[0], False, False)
     if plain(codecs):
         return Files(arr.chunks[0], False)
     if len(codecs) == 1 and codecs[0]["name"] == "sharding_indexed":

@@ -18,7 +18,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numcodecs
 import numpy as np
@@ -65,22 +65,35 @@ class Policy:
                    d.get("large_float", "float32"))
 
 
-class _Chunker:
-    """Turns the values of consecutive steps into whole files of one array, ready to write.
+class _File(NamedTuple):
+    """A file to write: its store key, a function that gives its bytes, and where they go: `at` None
+    for the whole file (replaced atomically), else an offset in the existing file (written in place)."""
 
-    A file holds `files.steps` steps (see `format.file_layout`): one gzip chunk of them all (small
-    tensors, summaries), or a shard of one gzip chunk per step (large tensors). The file being
-    filled is kept in memory, its chunks already encoded, and written whole each time it changes,
-    so nothing is read back, nothing is encoded twice and no file is ever half-written. Steps not
-    written (a `--full-every` policy) read as the fill value: rows of the fill value in a chunk,
-    empty chunks in a shard.
+    key: str
+    encode: Callable[[], bytes]
+    at: int | None = None
+
+
+class _Chunker:
+    """Turns the values of consecutive steps into the files of one array, ready to write.
+
+    A file holds `files.steps` steps (see `format.file_layout`): one uncompressed chunk of them all
+    (small tensors, summaries; one gzip chunk in earlier recordings), or a shard of one gzip chunk
+    per step (large tensors). The file being filled is kept in memory, its chunks already encoded.
+    A shard or a gzip chunk is written whole each time it changes, so nothing is read back, nothing
+    is encoded twice and no file is ever half-written. An uncompressed chunk is written whole the
+    first time, then only the rows of the new steps, in place (on this machine's disk; whole to an
+    object store): a crash can then tear only rows no published step is in. Steps not written (a
+    `--full-every` policy) read as the fill value: rows of the fill value in a chunk, empty chunks
+    in a shard.
     """
 
     def __init__(self, store: Store, arr: zarr.Array, start_step: int):
         files = fmt.file_layout(arr)
         if files is None:
             raise ValueError(f"{arr.path} has codecs {arr.metadata.codecs}; this recorder writes bytes(little) + gzip")
-        self.arr, self.per_file, self.sharded = arr, files.steps, files.sharded
+        self.arr, self.per_file, self.sharded, self.gzip = arr, files.steps, files.sharded, files.gzip
+        self.in_place = store.local is not None and not files.gzip  # (rows written into the file on disk)
         self.index, self.dirty = -1, False
         if start_step % self.per_file:  # resuming inside a file: keep its first steps
             self._start(start_step // self.per_file)
@@ -96,7 +109,8 @@ class _Chunker:
             self.dirty = True
 
     def _start(self, index: int) -> None:
-        self.index, self.dirty = index, False
+        self.index, self.dirty, self.written = index, False, False  # written: the file is on disk, whole
+        self.lo, self.hi = self.per_file, 0  # the rows changed since the file was last written
         self.key = fmt.chunk_key(self.arr, index)
         if self.sharded:
             self.encoded: list[bytes | None] = [None] * self.per_file
@@ -104,13 +118,19 @@ class _Chunker:
         else:
             self.rows = np.full((self.per_file, *self.arr.shape[1:]), self.arr.fill_value, dtype=self.arr.dtype)
 
-    def _file(self) -> tuple[str, Callable[[], bytes]]:
-        """The current file: its store key, and a function that encodes it (run on the writing pool,
-        before the next write changes it: `Recorder.write` waits for its files)."""
+    def _file(self) -> _File:
+        """What to write of the current file (its bytes are made on the writing pool, before the next
+        write changes it: `Recorder.write` waits for its files)."""
         key = self.key
         if not self.sharded:
-            rows = self.rows
-            return key, lambda: _gzip(rows)
+            rows, lo, hi = self.rows, self.lo, self.hi
+            self.lo, self.hi = self.per_file, 0
+            if self.gzip:
+                return _File(key, lambda: _gzip(rows))
+            if self.written and self.in_place:
+                return _File(key, lambda: _little(rows[lo:hi]), lo * rows.strides[0])
+            self.written = True
+            return _File(key, lambda: _little(rows))
         encoded, pending, self.pending = self.encoded, self.pending, {}
 
         def shard() -> bytes:
@@ -118,9 +138,9 @@ class _Chunker:
                 encoded[i] = _gzip(values)
             return fmt.encode_shard(encoded)
 
-        return key, shard
+        return _File(key, shard)
 
-    def files(self, t0: int, block: np.ndarray, keep: np.ndarray | None) -> list[tuple[str, Callable[[], bytes]]]:
+    def files(self, t0: int, block: np.ndarray, keep: np.ndarray | None) -> list[_File]:
         """The files that steps t0.. change; `keep[i]` False leaves step t0+i unwritten."""
         block = _as_dtype(block, self.arr.dtype)
         out = []
@@ -135,6 +155,7 @@ class _Chunker:
                     self.pending[row] = block[i]
                 else:
                     self.rows[row] = block[i]
+                    self.lo, self.hi = min(self.lo, row), max(self.hi, row + 1)
                 self.dirty = True
         if self.dirty:
             out.append(self._file())
@@ -153,6 +174,11 @@ def _as_dtype(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return block.astype(dtype)
 
 
+def _little(data: np.ndarray) -> bytes:
+    """The `bytes` codec: little-endian, C order."""
+    return np.ascontiguousarray(data, data.dtype.newbyteorder("<")).tobytes()
+
+
 def _gzip(data: np.ndarray) -> bytes:
     """The `bytes` (little-endian, C order) then `gzip` codecs, by ISA-L (the same gzip format, several times faster)."""
     return igzip.compress(np.ascontiguousarray(data, data.dtype.newbyteorder("<")), min(COMPRESSOR.level, 3), mtime=0)
@@ -161,21 +187,28 @@ def _gzip(data: np.ndarray) -> bytes:
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="acc-capture-write")
 
 
-def _write_files(store: Store, files: list[tuple[str, Callable[[], bytes]]],
-                 more: Callable[[], list[tuple[str, Callable[[], bytes]]]] = list) -> None:
-    """Encode each file and write it atomically (`Store.put`: a temporary name then a rename on disk,
-    one PUT in an object store), two at a time; to an object store, encode two at a time and upload
-    many at a time. `more()` runs while the first files are encoded, and gives the rest.
+def _write_files(store: Store, files: list[_File], more: Callable[[], list[_File]] = list) -> None:
+    """Encode each file and write it, two at a time: whole and atomically (`Store.put`: a temporary
+    name then a rename on disk, one PUT in an object store), or its new rows in place
+    (`Store.write_at`); to an object store, encode two at a time and upload many at a time.
+    `more()` runs while the first files are encoded, and gives the rest.
 
     Encoding here, rather than through zarr's setitem, skips zarr's per-chunk bookkeeping (which
     costs more than the compression) and its read-modify-write of partial chunks and shards.
     `_Chunker` checks that every array has a layout this encodes (`format.file_layout`).
     """
     local = store.local is not None
-    job = (lambda key, encode: store.put(key, encode())) if local else (lambda key, encode: (key, encode()))
-    jobs = [_POOL.submit(job, *item) for item in files]
+
+    def write(file: _File) -> None:
+        if file.at is None:
+            store.put(file.key, file.encode())
+        else:
+            store.write_at(file.key, file.at, file.encode())
+
+    job = write if local else (lambda file: (file.key, file.encode()))
+    jobs = [_POOL.submit(job, file) for file in files]
     try:
-        jobs += [_POOL.submit(job, *item) for item in more()]
+        jobs += [_POOL.submit(job, file) for file in more()]
     finally:
         wait(jobs)
     if local:
@@ -364,7 +397,7 @@ class Recorder:
             shape, dtype = (capacity, *captured[key][0]), captured[key][1]
             per_step = int(np.prod(shape[1:])) * dtype.itemsize
             if per_step <= fmt.SMALL_BYTES:  # many steps a chunk
-                layout = {"chunks": (fmt.SMALL_CHUNK, *shape[1:]), "compressors": COMPRESSOR}
+                layout = {"chunks": (fmt.SMALL_CHUNK, *shape[1:]), "compressors": None}  # (written in place)
             else:  # a chunk per step, SHARD_STEPS chunks a file
                 if dtype == np.float32:
                     dtype = np.dtype(self.policy.large_float)
@@ -379,7 +412,7 @@ class Recorder:
                 continue  # a vocabulary summary over a dimension no captured key has
             shape = (capacity, *(sizes[d] for d in dims))
             self.summaries[name] = summary.create_array(
-                name, shape=shape, chunks=(fmt.SUMMARY_CHUNK, *shape[1:]), dtype=dtype, compressors=COMPRESSOR,
+                name, shape=shape, chunks=(fmt.SUMMARY_CHUNK, *shape[1:]), dtype=dtype, compressors=None,
                 fill_value=fmt.fill_value(np.dtype(dtype)), dimension_names=("step", *dims), chunk_key_encoding=CHUNK_KEYS)
         self.capacity = capacity
         self.meta["keys"] = stored
@@ -407,7 +440,7 @@ class Recorder:
         for key, arr in self.tensors.items():
             files += self._chunkers[arr.path].files(t0, blocks[key], full)
 
-        def summary_files() -> list[tuple[str, Callable[[], bytes]]]:  # (while the tensors' files are encoded)
+        def summary_files() -> list[_File]:  # (while the tensors' files are encoded)
             sums = fmt.summarize(blocks, self._specs)
             sums[fmt.FULL_CAPTURE] = full
             return [file for name, values in sums.items() if name in self.summaries

@@ -175,7 +175,7 @@ def _read_row(store: Store | Path, arr: zarr.Array, files: fmt.Files | None, n: 
             packed = None
         if packed is None:
             return np.full(arr.shape[1:], arr.fill_value, dtype=arr.dtype)
-        values = np.frombuffer(igzip.decompress(packed), arr.dtype.newbyteorder("<"))
+        values = np.frombuffer(igzip.decompress(packed) if files.gzip else packed, arr.dtype.newbyteorder("<"))
         if not files.sharded:
             values = values.reshape(arr.chunks)[row]
         return values.reshape(arr.shape[1:]).astype(arr.dtype)
@@ -195,7 +195,8 @@ def _read_file(store: Store, arr: zarr.Array, index: int, steps: int) -> np.ndar
         return np.full((steps, *shape), arr.fill_value, dtype=dtype)
     little = dtype.newbyteorder("<")
     if not files.sharded:
-        return np.frombuffer(igzip.decompress(data), little).reshape(files.steps, *shape)[:steps].astype(dtype)
+        values = igzip.decompress(data) if files.gzip else data
+        return np.frombuffer(values, little).reshape(files.steps, *shape)[:steps].astype(dtype)
     out = np.empty((steps, *shape), dtype=dtype)
     for i, chunk in enumerate(fmt.shard_chunks(data, files.steps)[:steps]):
         out[i] = arr.fill_value if chunk is None else np.frombuffer(igzip.decompress(chunk), little).reshape(shape)

@@ -76,6 +76,15 @@ def test_crash_in_the_middle_of_a_file(bcl_rec, tmp_path):
     assert finish_and_compare(path, bcl_rec) == CHUNK
 
 
+def test_crash_in_the_middle_of_rows_written_in_place(bcl_rec, tmp_path):
+    """A small tensor's or a summary's file is written whole once, then only its new rows, in place:
+    a crash halfway through those rows leaves the published ones intact."""
+    path = tmp_path / "rec"
+    proc = crashing("mid-row", 3, *RUN, "--out", str(path))  # (the second chunk's third)
+    assert proc.returncode == EXIT_CODE, proc.stderr
+    assert finish_and_compare(path, bcl_rec) == CHUNK
+
+
 def test_crash_during_resume(bcl_rec, tmp_path):
     path = tmp_path / "rec"
     acc("run", "--steps", str(2 * CHUNK), "--chunk-steps", str(CHUNK), "--out", str(path))
