@@ -135,25 +135,39 @@ def steady_median(args, tmp: Path) -> tuple[dict[str, tuple[float, float]], dict
     return ms, {k: (statistics.median(a for a, _ in v), statistics.median(b for _, b in v)) for k, v in cpu.items()}
 
 
-def file_writes(folder: Path, mb: int = 4, times: int = 25) -> tuple[float, float]:
-    """MB/s of this machine's file system writing new files as the recorder does (a temporary name,
-    then renamed into place) and rewriting one file in place: where fresh page-cache pages are dear,
-    the first is much the slower, and the writer's files are all new."""
+def file_writes(folder: Path, mb: int = 4, times: int = 25, small: int = 200) -> dict[str, float]:
+    """This machine's file system, as the writer uses it: new files written through the page cache
+    and past it (O_DIRECT, as the writer writes its large files), a file rewritten in place (MB/s
+    each), and the CPU microseconds of one new small file (6 KB, a temporary name renamed into
+    place, as a summary file was written whole each chunk before they were written in place)."""
+    from capture.store import _write_file
+
     data, target = os.urandom(mb << 20), folder / "probe"
     target.write_bytes(data)
+    out = {}
     t = time.perf_counter()
     for _ in range(times):
         fd = os.open(target, os.O_WRONLY)
         os.pwrite(fd, data, 0)
         os.close(fd)
-    in_place = time.perf_counter() - t
-    t = time.perf_counter()
-    for _ in range(times):
-        (folder / "probe.partial").write_bytes(data)
-        os.replace(folder / "probe.partial", target)
-    new = time.perf_counter() - t
-    target.unlink()
-    return mb * times / new, mb * times / in_place
+    out["in place"] = mb * times / (time.perf_counter() - t)
+    for name, write in (("new, page cache", lambda p: p.write_bytes(data)), ("new, O_DIRECT", lambda p: _write_file(p, data))):
+        t = time.perf_counter()
+        for i in range(times):
+            write(folder / f"probe{i}.partial")
+            os.replace(folder / f"probe{i}.partial", folder / f"probe{i}")
+        out[name] = mb * times / (time.perf_counter() - t)
+    little = os.urandom(6000)
+    t = time.process_time()
+    for i in range(small):
+        (folder / f"small{i}.partial").write_bytes(little)
+        os.replace(folder / f"small{i}.partial", folder / f"small{i}")
+    out["small file, us of CPU"] = (time.process_time() - t) / small * 1e6
+    for p in folder.glob("probe*"):
+        p.unlink()
+    for p in folder.glob("small*"):
+        p.unlink()
+    return out
 
 
 def read_step(path: Path, repeats: int = 30) -> float:
@@ -281,9 +295,14 @@ def print_steady(loop: dict[str, tuple[float, float]], cpu: dict[str, tuple[floa
     print("\nCPU ms per step, median over the rounds (the training process counts every thread of it)")
     table([(name, f"{a:.2f}", f"{b:.2f}" if b else "-") for name, (a, b) in cpu.items()],
           ("side", "training process", "writer process"))
-    new, in_place = file_writes(args.dir)
-    print(f"\nfile system ({args.dir}): new files written at {new:.0f} MB/s, a file rewritten in place at "
-          f"{in_place:.0f} MB/s (every file the writer makes is new)")
+    probe = Path(tempfile.mkdtemp(prefix="acc-probe-", dir=args.dir))
+    try:
+        fs = file_writes(probe)
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    print(f"\nfile system ({args.dir}): new files written at {fs['new, page cache']:.0f} MB/s through the page cache, "
+          f"{fs['new, O_DIRECT']:.0f} MB/s past it (the writer's large files); a file rewritten in place at "
+          f"{fs['in place']:.0f} MB/s; a new 6 KB file {fs['small file, us of CPU']:.0f} us of CPU")
 
 if __name__ == "__main__":
     main()
