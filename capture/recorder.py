@@ -2,8 +2,8 @@
 
 `Recorder` owns the files of one recording: it makes the arrays at the first write, from the shapes
 and dtypes of the first step's captures, grows them as steps come, and publishes `steps_completed`
-only after everything it counts is on disk. `BackgroundWriter` runs it on a thread so compression
-overlaps training. `capture.session` (`record()`) is the one way steps reach them.
+only after everything it counts is on disk. `capture.writer` runs it in a process of its own (or on
+a thread) so compression overlaps training. `capture.session` (`record()`) is the one way steps reach them.
 
 `Recorder.write` takes a block of steps already stacked by key (capture.writer's `Ring`), so the
 writer copies nothing; it runs in the writer process (capture.writer), where torch is not imported
