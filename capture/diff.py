@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from capture import format as fmt
-from capture.recording import Recording, RecordingError, _read_row
+from capture.recording import Recording, RecordingError, _read_row, _zarr_read
 
 # the settings compared and reported (dicts are compared field by field, e.g. config.bcl.som_lr)
 SETTINGS = ("condition", "seed", "device", "config", "policy", "versions")
@@ -216,15 +216,6 @@ def _compare(a: np.ndarray, b: np.ndarray, atol: float) -> tuple[int, float]:
         differ = ~(d <= atol)  # NaN against a number differs
     biggest = float(d.max()) if d.size else 0.0
     return int(differ.sum()), (math.inf if math.isnan(biggest) else biggest)
-
-
-def _zarr_read(rec: Recording, arr, where: slice) -> np.ndarray:
-    """`arr[where]` through zarr; a damaged chunk is a RecordingError of one line."""
-    try:
-        return arr[where]
-    except Exception as e:
-        raise RecordingError(f"corrupt data in {rec.store.describe(arr.path)} (steps {where.start}..{where.stop - 1}): "
-                             f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]) from None
 
 
 class _Rows:

@@ -91,7 +91,7 @@ class _Chunker:
     def __init__(self, store: Store, arr: zarr.Array, start_step: int):
         files = fmt.file_layout(arr)
         if files is None:
-            raise ValueError(f"{arr.path} has codecs {arr.metadata.codecs}; this recorder writes bytes(little) + gzip")
+            raise ValueError(f"{arr.path} has codecs {arr.metadata.codecs}; this recorder writes bytes(little) [+ gzip], or shards of them")
         self.arr, self.per_file, self.sharded, self.gzip = arr, files.steps, files.sharded, files.gzip
         self.in_place = store.local is not None and not files.gzip  # (rows written into the file on disk)
         self.index, self.dirty = -1, False
@@ -285,8 +285,8 @@ class Recorder:
     They grow as steps come (allocated ahead; readers trust only `steps_completed`) and are cut to
     `steps_completed` at `finish()`. `steps_completed` in the root attributes is raised only after
     every file of those steps, and the training state that continues from there, are written; each
-    file is replaced atomically, so a kill at any moment leaves the completed steps intact and
-    resumable. The process holds the recording's writer lock while it writes (`Store.lock`: an
+    file is replaced atomically or, for an uncompressed chunk, has only rows of new steps written in
+    place, so a kill at any moment leaves the completed steps intact and resumable. The process holds the recording's writer lock while it writes (`Store.lock`: an
     flock on a local directory, a lock object in an object store).
     """
 

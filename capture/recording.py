@@ -184,6 +184,15 @@ def _read_row(store: Store | Path, arr: zarr.Array, files: fmt.Files | None, n: 
         raise RecordingError(text if file in text else f"corrupt data in {file} (step {n}): {text}") from None
 
 
+def _zarr_read(rec: Recording, arr: zarr.Array, where: slice) -> np.ndarray:
+    """`arr[where]` through zarr; a damaged chunk is a RecordingError of one line."""
+    try:
+        return arr[where]
+    except Exception as e:
+        raise RecordingError(f"corrupt data in {rec.store.describe(arr.path)} (steps {where.start}..{where.stop - 1}): "
+                             f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]) from None
+
+
 def _read_file(store: Store, arr: zarr.Array, index: int, steps: int) -> np.ndarray:
     """Steps [index * per_file, + steps) of `arr`, from its file `index` read whole (see `format.file_layout`)."""
     files = fmt.file_layout(arr)
@@ -194,13 +203,16 @@ def _read_file(store: Store, arr: zarr.Array, index: int, steps: int) -> np.ndar
     except FileNotFoundError:  # no step of this file was written: the fill value
         return np.full((steps, *shape), arr.fill_value, dtype=dtype)
     little = dtype.newbyteorder("<")
-    if not files.sharded:
-        values = igzip.decompress(data) if files.gzip else data
-        return np.frombuffer(values, little).reshape(files.steps, *shape)[:steps].astype(dtype)
-    out = np.empty((steps, *shape), dtype=dtype)
-    for i, chunk in enumerate(fmt.shard_chunks(data, files.steps)[:steps]):
-        out[i] = arr.fill_value if chunk is None else np.frombuffer(igzip.decompress(chunk), little).reshape(shape)
-    return out
+    try:
+        if not files.sharded:
+            values = igzip.decompress(data) if files.gzip else data
+            return np.frombuffer(values, little).reshape(files.steps, *shape)[:steps].astype(dtype)
+        out = np.empty((steps, *shape), dtype=dtype)
+        for i, chunk in enumerate(fmt.shard_chunks(data, files.steps)[:steps]):
+            out[i] = arr.fill_value if chunk is None else np.frombuffer(igzip.decompress(chunk), little).reshape(shape)
+        return out
+    except (ValueError, EOFError, igzip.igzip_lib.IsalError) as e:  # a truncated file, broken gzip
+        raise RecordingError(f"corrupt data in {store.describe(key)}: {' '.join(str(e).split())}"[:300]) from None
 
 
 class _Files:
@@ -294,7 +306,7 @@ class Recording:
         """A per-step summary array, e.g. `loss` [steps] or `win_rate` [steps, D]."""
         if name not in self.summaries:
             raise KeyError(f"no summary {name!r}; this recording has: {', '.join(sorted(self.summaries))}")
-        return self.summaries[name][: self.steps]
+        return _zarr_read(self, self.summaries[name], slice(0, self.steps))
 
     def step(self, n: int) -> dict[str, np.ndarray]:
         """Every stored tensor of step `n`, by key (raises IndexError beyond the completed steps)."""

@@ -1,12 +1,13 @@
 """Where a recording's files live: a local directory, a zip file (read-only), or an object store URL.
 
 `open_store(location)` gives a `Store` with the few operations the recorder, the reader, the viewer's
-server and pack/unpack need: whole files written atomically, whole or ranged reads, sizes, listing,
+server and pack/unpack need: whole files written atomically (and, in a local directory, bytes
+written in place), whole or ranged reads, sizes, listing,
 deletion, the writer lock, and a zarr store over the same files for the metadata. Keys are the
 recording's relative paths with `/` (e.g. `tensors/loss/c.0.0`); the bytes are the same everywhere.
 
-- a local directory (`DirStore`): a file is written to `<name>.partial` and renamed into place;
-  the writer lock is an `flock` on the directory (`format.lock_writer`).
+- a local directory (`DirStore`): a file is written to `<name>.partial` and renamed into place (a
+  large one past the page cache, `_write_file`); the writer lock is an `flock` on the directory (`format.lock_writer`).
 - a zip file (`ZipStore`, read-only): what `acc-capture pack` writes, entries stored, not deflated, so
   a ranged read is a `pread` at the entry's offset in the zip.
 - a URL (`ObjectStore`, through obstore): `s3://bucket/prefix` (credentials, region and endpoint from
@@ -178,16 +179,18 @@ class _Flock(WriterLock):
 
 
 DIRECT_BYTES = 1 << 16  # a file at least this large is written past the page cache (O_DIRECT) where it can be
-_BLOCK = 4096  # O_DIRECT's alignment of memory, length and offset (the largest logical block size)
+_BLOCK = 4096  # O_DIRECT's alignment of memory, length and offset (a larger one is refused, and falls back)
+_PIECE = 4 << 20  # bytes written at a time, through each writing thread's page-aligned buffer
+_REFUSED = (errno.EINVAL, errno.EOPNOTSUPP)  # how a file system says it does not do O_DIRECT
 _direct = hasattr(os, "O_DIRECT")  # (False once a file system here refuses it)
-_buffers = threading.local()  # each writing thread's page-aligned buffer
+_buffers = threading.local()
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    """Write `data` as the new file `path`. A large file goes straight to the disk (O_DIRECT, from a
-    page-aligned buffer this thread reuses, written to whole blocks and then cut to its length): a
-    recording is written once and not read back by its writer, so its files need no page cache, and
-    on a long run they would fill it; on some virtual machines fresh page-cache pages are also dear
+    """Write `data` as the new file `path`. A large file goes straight to the disk (O_DIRECT, in
+    whole blocks from a page-aligned buffer this thread reuses, then cut to its length): a recording
+    is written once and not read back by its writer, so its files need no page cache, and on a long
+    run they would fill it; on some virtual machines fresh page-cache pages are also dear
     (`benchmarks/bench_record.py` prints what this machine's cost). Where O_DIRECT is refused, the
     file is written the usual way."""
     global _direct
@@ -195,12 +198,12 @@ def _write_file(path: Path, data: bytes) -> None:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
         except OSError as e:
-            if e.errno != errno.EINVAL:
+            if e.errno not in _REFUSED:
                 raise
             _direct = False
         else:
             try:
-                if _write_direct(fd, data):
+                if _write_direct(fd, memoryview(data)):
                     return
                 _direct = False
             finally:
@@ -208,25 +211,36 @@ def _write_file(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _write_direct(fd: int, data: bytes) -> bool:
-    """Write `data` into `fd` (opened with O_DIRECT) through the aligned buffer; False if refused."""
-    padded = -(-len(data) // _BLOCK) * _BLOCK
+def _write_direct(fd: int, data: memoryview) -> bool:
+    """Write `data` into `fd` (opened with O_DIRECT), a piece at a time through this thread's aligned
+    buffer, the last piece padded to a whole block; False if the file system refuses it at once."""
     buffer = getattr(_buffers, "buffer", None)
-    if buffer is None or len(buffer) < padded:
-        buffer = _buffers.buffer = mmap.mmap(-1, max(padded, 4 << 20))
-    buffer[:len(data)] = data
-    buffer[len(data):padded] = bytes(padded - len(data))
+    if buffer is None:
+        buffer = _buffers.buffer = mmap.mmap(-1, _PIECE)
     with memoryview(buffer) as view:
-        done = 0
-        try:
-            while done < padded:
-                done += os.pwrite(fd, view[done:padded], done)
-        except OSError as e:
-            if e.errno != errno.EINVAL or done:
-                raise
-            return False
+        for start in range(0, len(data), _PIECE):
+            piece = data[start:start + _PIECE]
+            padded = -(-len(piece) // _BLOCK) * _BLOCK
+            view[:len(piece)] = piece
+            view[len(piece):padded] = bytes(padded - len(piece))
+            try:
+                _pwrite_all(fd, view[:padded], start)
+            except OSError as e:
+                if e.errno not in _REFUSED or start:
+                    raise
+                return False
     os.ftruncate(fd, len(data))
     return True
+
+
+def _pwrite_all(fd: int, data: memoryview | bytes, offset: int) -> None:
+    """Write all of `data` at `offset` of `fd` (a short write goes on; no progress is an error)."""
+    data, done = memoryview(data), 0
+    while done < len(data):
+        n = os.pwrite(fd, data[done:], offset + done)
+        if n <= 0:
+            raise OSError(errno.EIO, f"write made no progress at byte {offset + done}")
+        done += n
 
 
 class DirStore(Store):
@@ -293,9 +307,7 @@ class DirStore(Store):
         fd = os.open(self.local / key, os.O_WRONLY)
         try:
             crash_point("mid-row", (fd, offset, data))
-            view, done = memoryview(data), 0
-            while done < len(data):
-                done += os.pwrite(fd, view[done:], offset + done)
+            _pwrite_all(fd, data, offset)
         finally:
             os.close(fd)
 

@@ -8,8 +8,8 @@ encodes and writes the files and publishes the steps (`Recorder.write`), then gi
 The writer is a process of its own (`ProcessWriter`, `python -m capture.writer`), so compression and
 summaries never take turns with training on the GIL. It shares the ring through a memfd. The
 training process holds the recording's writer lock; the writer ends as soon as that process does,
-however it ends (what it published is whole: files are replaced atomically, `steps_completed`
-raised last), so a killed run reads `interrupted` at once. Where a process cannot be used (not
+however it ends (what it published is whole: files are replaced atomically or only new rows
+written in place, `steps_completed` raised last), so a killed run reads `interrupted` at once. Where a process cannot be used (not
 Linux; a vocabulary whose own summaries live in a script's `__main__`; a `memory://` store;
 `ACC_CAPTURE_WRITER=thread`) the writer is a thread
 (`ThreadWriter`) with the same interface.

@@ -131,6 +131,17 @@ def test_a_truncated_plain_chunk_is_a_recording_error_naming_the_file(damaged):
     file = damaged / fmt.chunk_key(arr, 0)
     file.write_bytes(file.read_bytes()[:-9])
     assert_corrupt(damaged, 3, file)
+    with pytest.raises(RecordingError, match=str(file)):  # the dask path reads the file whole
+        Recording.open(damaged).to_xarray()["loss"].values
+
+
+def test_a_truncated_summary_chunk_is_a_recording_error_naming_its_array(damaged):
+    arr = Recording.open(damaged).summaries["loss"]
+    file = damaged / fmt.chunk_key(arr, 0)
+    file.write_bytes(file.read_bytes()[:-9])
+    with pytest.raises(RecordingError) as e:
+        Recording.open(damaged).summary("loss")
+    assert "\n" not in str(e.value) and str(damaged / "summary" / "loss") in str(e.value), e.value
 
 
 # -- float16 -----------------------------------------------------------------------------------------
