@@ -1,11 +1,13 @@
 """Recording benchmark: prints each figure of the speed targets as a table (medians).
 
-    python benchmarks/bench_record.py [--steps 300] [--repeats 3] [--rounds 6]
+    python benchmarks/bench_record.py [--steps 300] [--repeats 3] [--rounds 6] [--dir recordings]
     python benchmarks/bench_record.py --steady-only [--threads N] [--chunk-steps 20]
 
 Wall-time ratios are taken in one run with the sides interleaved (A B C, A B C, ...), each side a
 fresh process, so start-up (imports, MNIST) is counted on every side alike. The steady-state figures
-time the training loop alone, the sides taking turns within one process (`--rounds`). Run it on a quiet machine: other processes on the two cores distort it.
+time the training loop alone, the sides taking turns within one process (`--rounds`). Run it on a
+quiet machine: other processes on the two cores distort it. Recordings go to a temporary folder in
+`--dir` (`recordings/`, where `run` records): a file system's costs differ from folder to folder.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Writer benchmark: where the writer's CPU goes, per step, on a real recording's steps.
 
-    python benchmarks/bench_writer.py [RECORDING] [--chunks 15] [--keys loss,...]
+    python benchmarks/bench_writer.py [RECORDING] [--chunks 15] [--keys loss,...] [--dir recordings]
 
 RECORDING defaults to a fresh 60-step bcl-slow run (made here). Its steps 0-59, three chunks of 20,
 are written again and again by `Recorder.write` in this process, as the writer process writes them
-(its two encoding threads included), into a new recording in a temporary folder; each phase's CPU
+(its two encoding threads included), into a new recording in a temporary folder of `--dir`; each phase's CPU
 time (every thread's) is summed and given per step.
 """
 
