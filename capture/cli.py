@@ -126,7 +126,7 @@ def run(
             raise Fail(f"{name} must be positive, not {value}")
     from capture.writer import prestart
 
-    prestart()  # the writer process: its start-up overlaps the imports of torch and the data's loading
+    prestart(torch=dtype.value == "float16")  # the writer process: its start-up overlaps the imports of torch and the data's loading
     from acc.data import DataError
     from acc.recipe import build_run, captured_keys, resolve_device
     from capture.session import record

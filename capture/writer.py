@@ -245,12 +245,13 @@ class ProcessWriter:
         self._raise()
 
 
-def _spawn() -> tuple[subprocess.Popen, socket.socket]:
-    """A writer process, waiting for its "open" message, and this end of its socket."""
+def _spawn(torch: bool = False) -> tuple[subprocess.Popen, socket.socket]:
+    """A writer process, waiting for its "open" message, and this end of its socket (`torch`: it
+    imports torch first)."""
     ours, theirs = socket.socketpair()
     paths = [str(Path(__file__).resolve().parent.parent), *(p or os.getcwd() for p in sys.path)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # (it imports what this process can)
-    process = subprocess.Popen([sys.executable, "-m", "capture.writer", str(theirs.fileno())],
+    process = subprocess.Popen([sys.executable, "-m", "capture.writer", str(theirs.fileno()), *(["torch"] if torch else [])],
                                pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
     theirs.close()
     return process, ours
@@ -259,13 +260,15 @@ def _spawn() -> tuple[subprocess.Popen, socket.socket]:
 _started: tuple[subprocess.Popen, socket.socket] | None = None
 
 
-def prestart() -> None:
+def prestart(torch: bool = False) -> None:
     """Start a writer process now, so that its imports overlap the caller's own start-up (the CLI
     calls this before it loads torch and the data); the next recording's writer takes it. Unused,
-    it ends with this process."""
+    it ends with this process. `torch`: the recording stores float16, which the writer converts
+    with torch; it imports torch now too, rather than at its first write (about 2 s, while
+    training waits for the ring)."""
     global _started
     if _started is None and _processes():
-        _started = _spawn()
+        _started = _spawn(torch)
 
 
 def _take_started() -> tuple[subprocess.Popen, socket.socket] | None:
@@ -359,12 +362,15 @@ def _error(e: BaseException) -> BaseException:
         return RuntimeError(f"{type(e).__name__}: {e}")
 
 
-def serve(fd: int) -> None:
-    """The writer process: answer the training process's messages until "finish"."""
+def serve(fd: int, torch: bool = False) -> None:
+    """The writer process: answer the training process's messages until "finish" (`torch`: import
+    it first; see `prestart`)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # (Ctrl-C is the training process's to handle)
     _end_with_parent()
+    if torch:
+        import torch  # noqa: F401
     sock = socket.socket(fileno=fd)
     conn = Connection(os.dup(fd))
     recorder, ring, failed = None, None, False
@@ -399,4 +405,4 @@ def serve(fd: int) -> None:
             conn.send(("error", _error(e), message[1] if kind == "write" else None))
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), torch="torch" in sys.argv[2:])
