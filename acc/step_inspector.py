@@ -150,8 +150,7 @@ class StepInspector:
         self._done: list[tuple[int, dict[TensorKey, torch.Tensor]]] = []
         self._slots: dict[TensorKey, torch.Tensor] = {}
         self._pinned: dict[TensorKey, torch.Tensor] = {}  # a page-locked buffer per key captured from a GPU
-        self._in_flight: list[tuple[torch.Tensor, torch.Tensor]] = []  # (page-locked buffer, its slot)
-        self._devices: set = set()  # the GPUs copying into them
+        self._in_flight: list[tuple[torch.Tensor, torch.Tensor, torch.device]] = []  # (page-locked buffer, its slot, from)
 
     def key(self, key: TensorKey | str) -> TensorKey:
         """`key` as a member of this inspector's vocabulary (its value as a string works too)."""
@@ -183,8 +182,7 @@ class StepInspector:
                 if pinned is None or pinned.shape != slot.shape or pinned.dtype != slot.dtype:
                     pinned = self._pinned[key] = torch.empty(slot.shape, dtype=slot.dtype, pin_memory=True)
                 pinned.copy_(tensor, non_blocking=True)
-                self._in_flight.append((pinned, slot))
-                self._devices.add(tensor.device)
+                self._in_flight.append((pinned, slot, tensor.device))
             else:
                 slot.copy_(tensor)
             self._current[key] = slot
@@ -196,12 +194,11 @@ class StepInspector:
         if self._in_flight:
             import torch
 
-            for device in self._devices:
+            for device in {device for _, _, device in self._in_flight}:
                 torch.cuda.synchronize(device)
-            for pinned, slot in self._in_flight:
+            for pinned, slot, _ in self._in_flight:
                 slot.copy_(pinned)
             self._in_flight.clear()
-            self._devices.clear()
 
     def into(self, slots: dict[TensorKey, torch.Tensor]) -> None:
         """Where the next captures of these keys go (see the class); each slot holds one step's value."""

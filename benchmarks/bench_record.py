@@ -138,37 +138,34 @@ def steady_median(args, tmp: Path) -> tuple[dict[str, tuple[float, float]], dict
 
 
 def file_writes(folder: Path, mb: int = 4, times: int = 25, small: int = 200) -> dict[str, float]:
-    """This machine's file system, as the writer uses it: new files written through the page cache
-    and past it (O_DIRECT, as the writer writes its large files), a file rewritten in place (MB/s
-    each), and the CPU microseconds of one new small file (6 KB, a temporary name renamed into
-    place, as a summary file was written whole each chunk before they were written in place)."""
-    from capture.store import _write_file
+    """This machine's file system, as the writer uses it, in `folder` (left full): new files written
+    through the page cache and as the writer writes them (`DirStore.put`: past the page cache, for
+    large ones), a file rewritten in place (MB/s each), and the CPU microseconds of one new small file
+    put (6 KB, as a summary file was written whole each chunk before they were written in place)."""
+    from capture.store import DirStore
 
-    data, target = os.urandom(mb << 20), folder / "probe"
-    target.write_bytes(data)
+    store, data = DirStore(folder), os.urandom(mb << 20)
+    (folder / "probe").write_bytes(data)
     out = {}
     t = time.perf_counter()
     for _ in range(times):
-        fd = os.open(target, os.O_WRONLY)
+        fd = os.open(folder / "probe", os.O_WRONLY)
         os.pwrite(fd, data, 0)
         os.close(fd)
     out["in place"] = mb * times / (time.perf_counter() - t)
-    for name, write in (("new, page cache", lambda p: p.write_bytes(data)), ("new, O_DIRECT", lambda p: _write_file(p, data))):
-        t = time.perf_counter()
-        for i in range(times):
-            write(folder / f"probe{i}.partial")
-            os.replace(folder / f"probe{i}.partial", folder / f"probe{i}")
-        out[name] = mb * times / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for i in range(times):
+        (folder / f"cached{i}").write_bytes(data)
+    out["new, page cache"] = mb * times / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for i in range(times):
+        store.put(f"direct{i}", data)
+    out["new, O_DIRECT"] = mb * times / (time.perf_counter() - t)
     little = os.urandom(6000)
     t = time.process_time()
     for i in range(small):
-        (folder / f"small{i}.partial").write_bytes(little)
-        os.replace(folder / f"small{i}.partial", folder / f"small{i}")
+        store.put(f"small{i}", little)
     out["small file, us of CPU"] = (time.process_time() - t) / small * 1e6
-    for p in folder.glob("probe*"):
-        p.unlink()
-    for p in folder.glob("small*"):
-        p.unlink()
     return out
 
 

@@ -32,10 +32,11 @@ _LOCK = threading.Lock()  # (points may be reached from several writing threads 
 _reached = 0
 
 
-def crash_point(name: str, write_half: tuple[Path, bytes] | tuple[int, int, bytes] | None = None) -> None:
-    """End the process here if ACC_CAPTURE_CRASH names this point and this is its n-th time. With
-    `write_half` (a new file and the bytes meant for it; or an open file, an offset and the bytes
-    meant for it there), first write half of those bytes."""
+def crash_point(name: str, half_file: tuple[Path, bytes] | None = None,
+                half_at: tuple[int, int, bytes] | None = None) -> None:
+    """End the process here if ACC_CAPTURE_CRASH names this point and this is its n-th time. First
+    write half of the bytes meant for a new file (`half_file`: its path and bytes) or for a place in
+    an open one (`half_at`: its descriptor, the offset and the bytes)."""
     if _ARMED is None or _ARMED[0] != name:
         return
     global _reached
@@ -43,12 +44,12 @@ def crash_point(name: str, write_half: tuple[Path, bytes] | tuple[int, int, byte
         _reached += 1
         if _reached != _ARMED[1]:
             return
-        if write_half is not None and len(write_half) == 3:
-            fd, offset, data = write_half
+        if half_at is not None:
+            fd, offset, data = half_at
             os.pwrite(fd, data[: len(data) // 2], offset)
             os.fsync(fd)
-        elif write_half is not None:
-            path, data = write_half
+        if half_file is not None:
+            path, data = half_file
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "wb") as f:
                 f.write(data[: len(data) // 2])

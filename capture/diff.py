@@ -248,7 +248,7 @@ class _Rows:
         index, row = divmod(n, self.files.steps)
         if self._chunk[0] != index:
             start = index * self.files.steps
-            self._chunk = (index, _zarr_read(self.rec, self.arr, slice(start, start + self.files.steps)))
+            self._chunk = (index, _zarr_read(self.rec.store, self.arr, slice(start, start + self.files.steps)))
         return self._chunk[1][row]
 
 
@@ -290,7 +290,7 @@ def _compare_key(ra: Recording, rb: Recording, key: str, steps: list[int], atol:
 
 
 def _compare_summary(ra: Recording, rb: Recording, name: str, lo: int, hi: int, atol: float, whole: bool) -> KeyDiff:
-    a, b = (_zarr_read(r, r.summaries[name], slice(lo, hi + 1)) for r in (ra, rb))
+    a, b = (_zarr_read(r.store, r.summaries[name], slice(lo, hi + 1)) for r in (ra, rb))
     if a.shape[1:] != b.shape[1:]:
         return KeyDiff(first_step=lo, steps_compared=len(a), shapes=(list(a.shape[1:]), list(b.shape[1:])))
     same = _compare(a, b, 0.0)[0] == 0  # bit for bit over all the steps at once: nothing to look for

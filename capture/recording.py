@@ -154,17 +154,22 @@ def check_meta(meta: dict, where: str) -> None:
 _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="acc-capture-read")
 
 
+def _zarr_read(store: Store, arr: zarr.Array, where: slice) -> np.ndarray:
+    """`arr[where]` through zarr; a damaged chunk (whatever zarr makes of it) is a RecordingError of one line."""
+    try:
+        return arr[where]
+    except Exception as e:
+        raise RecordingError(f"corrupt data in {store.describe(arr.path)} (steps {where.start}..{where.stop - 1}): "
+                             f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]) from None
+
+
 def _read_row(store: Store | Path, arr: zarr.Array, files: fmt.Files | None, n: int) -> np.ndarray:
     """Step `n` of one array. In the layouts this tool writes (`format.file_layout`), the bytes of
     the step are read from its file in `store` (a Store, or a recording directory) and decoded by
     ISA-L directly (zarr's generic path costs twice as much or more); otherwise zarr reads it."""
     store = open_store(store)
     if files is None:
-        try:
-            return arr[n]
-        except Exception as e:  # whatever zarr makes of a damaged chunk: one line, not a traceback
-            raise RecordingError(f"corrupt data in {store.describe(arr.path)} at step {n}: "
-                                 f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]) from None
+        return _zarr_read(store, arr, slice(n, n + 1))[0]
     index, row = divmod(n, files.steps)
     key = fmt.chunk_key(arr, index)
     file = store.describe(key)
@@ -182,15 +187,6 @@ def _read_row(store: Store | Path, arr: zarr.Array, files: fmt.Files | None, n: 
     except (ValueError, EOFError, OSError, StoreError, igzip.igzip_lib.IsalError) as e:  # a truncated file, a bad index entry, broken gzip
         text = " ".join(str(e).split())
         raise RecordingError(text if file in text else f"corrupt data in {file} (step {n}): {text}") from None
-
-
-def _zarr_read(rec: Recording, arr: zarr.Array, where: slice) -> np.ndarray:
-    """`arr[where]` through zarr; a damaged chunk is a RecordingError of one line."""
-    try:
-        return arr[where]
-    except Exception as e:
-        raise RecordingError(f"corrupt data in {rec.store.describe(arr.path)} (steps {where.start}..{where.stop - 1}): "
-                             f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]) from None
 
 
 def _read_file(store: Store, arr: zarr.Array, index: int, steps: int) -> np.ndarray:
@@ -306,7 +302,7 @@ class Recording:
         """A per-step summary array, e.g. `loss` [steps] or `win_rate` [steps, D]."""
         if name not in self.summaries:
             raise KeyError(f"no summary {name!r}; this recording has: {', '.join(sorted(self.summaries))}")
-        return _zarr_read(self, self.summaries[name], slice(0, self.steps))
+        return _zarr_read(self.store, self.summaries[name], slice(0, self.steps))
 
     def step(self, n: int) -> dict[str, np.ndarray]:
         """Every stored tensor of step `n`, by key (raises IndexError beyond the completed steps)."""

@@ -295,7 +295,7 @@ class DirStore(Store):
     def put(self, key: str, data: bytes) -> None:
         target = self.local / key
         tmp = target.with_name(target.name + PARTIAL)
-        crash_point("mid-file", (tmp, data))
+        crash_point("mid-file", half_file=(tmp, data))
         try:
             _write_file(tmp, data)
         except FileNotFoundError:
@@ -306,7 +306,7 @@ class DirStore(Store):
     def write_at(self, key: str, offset: int, data: bytes) -> None:
         fd = os.open(self.local / key, os.O_WRONLY)
         try:
-            crash_point("mid-row", (fd, offset, data))
+            crash_point("mid-row", half_at=(fd, offset, data))
             _pwrite_all(fd, data, offset)
         finally:
             os.close(fd)

@@ -362,14 +362,14 @@ def _error(e: BaseException) -> BaseException:
         return RuntimeError(f"{type(e).__name__}: {e}")
 
 
-def serve(fd: int, torch: bool = False) -> None:
-    """The writer process: answer the training process's messages until "finish" (`torch`: import
-    it first; see `prestart`)."""
+def serve(fd: int, with_torch: bool = False) -> None:
+    """The writer process: answer the training process's messages until "finish" (`with_torch`:
+    import torch first; see `prestart`)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # (Ctrl-C is the training process's to handle)
     _end_with_parent()
-    if torch:
+    if with_torch:
         import torch  # noqa: F401
     sock = socket.socket(fileno=fd)
     conn = Connection(os.dup(fd))
@@ -405,4 +405,4 @@ def serve(fd: int, torch: bool = False) -> None:
             conn.send(("error", _error(e), message[1] if kind == "write" else None))
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), torch="torch" in sys.argv[2:])
+    serve(int(sys.argv[1]), with_torch="torch" in sys.argv[2:])
