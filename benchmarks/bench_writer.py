@@ -22,12 +22,13 @@ from pathlib import Path
 import zarr
 
 from acc.step_inspector import StepTensorKey
+from capture import codecs
 from capture import format as fmt
 from capture import recorder as rec
 from capture.store import DirStore
 
 PHASES = {  # (module, function): what it does
-    (rec, "_gzip"): "gzip (ISA-L, level 1) of each step's large tensors",
+    (codecs, "encode"): "chunks encoded (each large tensor's codec: gzip, blosc or none)",
     (DirStore, "put"): "whole files written (a new file each, renamed into place)",
     (DirStore, "write_at"): "rows written in place (small tensors, summaries)",
     (fmt, "summarize"): "summaries (norms summed in float64, the vocabulary's own)",

@@ -1,18 +1,37 @@
-"""A faster implementation of Zarr's standard `gzip` codec.
+"""The chunk codecs this tool writes, and how it chooses among them for each large tensor.
 
-The bytes on disk are ordinary gzip and the array metadata says `{"name": "gzip"}`, so every Zarr
-reader and every browser (`DecompressionStream('gzip')`) decodes them as before; only the encoder
-changes: ISA-L's igzip, about ten times faster than zlib at comparable ratios. `use_fast_gzip()`
-makes zarr-python use it for every gzip array in this process.
+A large tensor's chunks (one step each, in shards) are written with one of three Zarr v3 core codecs
+after `bytes` (little endian), chosen per array from its first steps by `choose`:
+
+- `gzip` (ISA-L, level 1): the best for images, masks and other values with many repeats; browsers
+  decode it natively (`DecompressionStream`).
+- `blosc` (LZ4, byte shuffle): about twice as fast as gzip, and smaller than it for smooth float data
+  (the shuffle gathers the exponent bytes); the viewer decodes it with a vendored WebAssembly build
+  (viewer/static/vendor/numcodecs).
+- none (`bytes` alone): for values that neither shrinks by more than a few percent.
+
+Each is charged for its encoding time in bytes of disk (`HANDICAP`, a fraction of the raw size),
+so a codec is taken only where what it saves pays for its time. Every Zarr reader decodes all
+three. `IsalGzipCodec` and `use_fast_gzip()` make zarr-python encode and decode gzip with ISA-L too.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import zarr
 from isal import igzip
-from zarr.codecs import GzipCodec
+from numcodecs import blosc
+from zarr.codecs import BloscCodec, GzipCodec
+
+blosc.use_threads = False  # (one thread per call: the writer runs its own threads, beside training's core)
+
+CODECS = ("gzip", "blosc", "bytes")  # "bytes": stored as they are
+GZIP_LEVEL, LZ4_LEVEL = 1, 5
+# what encoding costs, counted as disk: a codec is chosen for the least `stored bytes + HANDICAP *
+# raw bytes` over an array's first steps (measured here: gzip 1.7 ms a MB, blosc 0.8, none 0)
+HANDICAP = {"gzip": 0.15, "blosc": 0.05, "bytes": 0.0}
 
 
 class IsalGzipCodec(GzipCodec):
@@ -35,3 +54,54 @@ class IsalGzipCodec(GzipCodec):
 def use_fast_gzip() -> None:
     zarr.registry.register_codec("gzip", IsalGzipCodec)
     zarr.config.set({"codecs.gzip": f"{IsalGzipCodec.__module__}.{IsalGzipCodec.__qualname__}"})
+
+
+def zarr_codecs(codec: str, itemsize: int) -> list:
+    """The zarr codecs that follow `bytes` for `codec` (none for "bytes")."""
+    if codec == "gzip":
+        return [IsalGzipCodec(level=GZIP_LEVEL)]
+    if codec == "blosc":
+        return [BloscCodec(cname="lz4", clevel=LZ4_LEVEL, shuffle="shuffle", typesize=itemsize)]
+    return []
+
+
+def codec_of(names: list[dict]) -> str | None:
+    """Which of CODECS a chunk's codec list (as metadata dicts) is, or None if none of them: `bytes`
+    (little endian) then nothing, `gzip`, or `blosc` (any configuration: its frames describe themselves)."""
+    if not names or names[0]["name"] != "bytes" or names[0].get("configuration", {}).get("endian", "little") != "little":
+        return None
+    rest = [c["name"] for c in names[1:]]
+    if not rest:
+        return "bytes"
+    return rest[0] if len(rest) == 1 and rest[0] in ("gzip", "blosc") else None
+
+
+def encode(codec: str, values: np.ndarray) -> bytes:
+    """`values` as `codec` stores them after the `bytes` codec (little endian, C order)."""
+    values = np.ascontiguousarray(values, values.dtype.newbyteorder("<"))
+    if codec == "gzip":
+        return igzip.compress(values, GZIP_LEVEL, mtime=0)
+    if codec == "blosc":
+        return blosc.compress(values, b"lz4", LZ4_LEVEL, blosc.SHUFFLE, 0)
+    return values.tobytes()
+
+
+def decode(codec: str, data: bytes) -> bytes:
+    """The bytes `codec` stored as `data` (raises ValueError for broken data)."""
+    try:
+        if codec == "gzip":
+            return igzip.decompress(data)
+        if codec == "blosc":
+            return blosc.decompress(data)
+    except (EOFError, OSError, RuntimeError, igzip.igzip_lib.IsalError) as e:
+        raise ValueError(f"{codec}: {e}") from None
+    return data
+
+
+def choose(steps: np.ndarray) -> str:
+    """The codec for an array whose first steps are `steps` ([n, ...]): the least stored bytes plus
+    HANDICAP, over those steps encoded one at a time (as they are written)."""
+    raw = steps[0].nbytes * len(steps)
+    cost = {c: HANDICAP[c] * raw + (raw if c == "bytes" else sum(len(encode(c, s)) for s in steps))
+            for c in CODECS}
+    return min(CODECS, key=cost.__getitem__)

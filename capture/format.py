@@ -12,6 +12,7 @@ import numpy as np
 
 from acc.step_inspector import StepTensorKey
 from acc.summaries import DEAD_WIN_RATE, Summary, frobenius
+from capture.codecs import codec_of
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)  # 1: before the key table; every v1 recording is a BCL run (StepTensorKey)
@@ -109,8 +110,8 @@ class Files(NamedTuple):
     """How the files of an array this tool writes are laid out (see `file_layout`)."""
 
     steps: int  # steps per file
-    sharded: bool  # True: one gzip chunk per step, then the shard index; False: one chunk of them all
-    gzip: bool = True  # False: that one chunk is the values' bytes, uncompressed
+    sharded: bool  # True: one chunk per step, then the shard index; False: one chunk of them all
+    codec: str = "gzip"  # how each chunk is stored after `bytes`: one of capture.codecs.CODECS
 
 
 EMPTY = 2**64 - 1  # a shard index entry (offset, nbytes) of an empty chunk: both this
@@ -119,30 +120,25 @@ _LITTLE_BYTES = {"name": "bytes", "configuration": {"endian": "little"}}
 
 def file_layout(arr) -> Files | None:
     """The layout of `arr`'s files if it is one this tool writes and reads directly, else None
-    (readers then go through zarr). Three layouts, all along the step dimension only:
+    (readers then go through zarr). Two layouts, both along the step dimension only:
 
-    - codec `bytes` (little-endian) alone: a file is one uncompressed chunk of `chunks[0]` steps
-      (small tensors and summaries; written in place as steps come, see recorder._Chunker);
-    - codecs `bytes` (little) then `gzip`: a file is one gzip chunk of `chunks[0]` steps (the same, in
-      earlier recordings of this format);
-    - `sharding_indexed` of one-step chunks, each `bytes` (little) then `gzip`, with a `bytes`
-      index at the end: a file is a shard of `shards[0]` steps (recorder._Chunker, recording._read_row).
+    - `bytes` (little-endian), alone or then `gzip` or `blosc` (capture.codecs): a file is one chunk
+      of `chunks[0]` steps (small tensors and summaries, uncompressed and written in place as steps
+      come, see recorder._Chunker; gzip in earlier recordings of this format);
+    - `sharding_indexed` of one-step chunks, each `bytes` (little) then `gzip`, `blosc` or nothing,
+      with a `bytes` index at the end: a file is a shard of `shards[0]` steps (large tensors;
+      recorder._Chunker, recording._read_row).
     """
     codecs = [c.to_dict() for c in arr.metadata.codecs]
-
-    def plain(cs: list[dict], gzip: bool = True) -> bool:
-        return ([c["name"] for c in cs] == (["bytes", "gzip"] if gzip else ["bytes"])
-                and cs[0].get("configuration", {}).get("endian", "little") == "little")
-
-    if plain(codecs, gzip=False):
-        return Files(arr.chunks[0], False, False)
-    if plain(codecs):
-        return Files(arr.chunks[0], False)
+    codec = codec_of(codecs)
+    if codec is not None:
+        return Files(arr.chunks[0], False, codec)
     if len(codecs) == 1 and codecs[0]["name"] == "sharding_indexed":
         conf = codecs[0]["configuration"]
-        if (plain(list(conf["codecs"])) and list(conf["index_codecs"]) == [_LITTLE_BYTES] and conf.get("index_location", "end") == "end"
+        codec = codec_of(list(conf["codecs"]))
+        if (codec is not None and list(conf["index_codecs"]) == [_LITTLE_BYTES] and conf.get("index_location", "end") == "end"
                 and tuple(conf["chunk_shape"]) == (1, *arr.shape[1:])):
-            return Files(arr.shards[0], True)
+            return Files(arr.shards[0], True, codec)
     return None
 
 

@@ -23,16 +23,14 @@ from typing import Callable, NamedTuple
 import numcodecs
 import numpy as np
 import zarr
-from isal import igzip
 from zarr.codecs import BytesCodec, ShardingCodec
 
+from capture import codecs
 from capture import format as fmt
-from capture.codecs import IsalGzipCodec
 from capture.crash import crash_point
 from capture.store import PARTIAL, Store, WriterLock, open_store
 
 CHUNK_KEYS = {"name": "default", "separator": "."}  # c.17.0.0: one flat folder per array, no mkdir per step
-COMPRESSOR = IsalGzipCodec(level=1)  # plain gzip on disk: browsers decode it natively (DecompressionStream)
 LITTLE = BytesCodec(endian="little")
 
 
@@ -78,9 +76,10 @@ class _Chunker:
     """Turns the values of consecutive steps into the files of one array, ready to write.
 
     A file holds `files.steps` steps (see `format.file_layout`): one uncompressed chunk of them all
-    (small tensors, summaries; one gzip chunk in earlier recordings), or a shard of one gzip chunk
-    per step (large tensors). The file being filled is kept in memory, its chunks already encoded.
-    A shard or a gzip chunk is written whole each time it changes, so nothing is read back, nothing
+    (small tensors, summaries; one gzip chunk in earlier recordings), or a shard of one chunk per
+    step, each stored as its array's codec says (large tensors; capture.codecs). The file being
+    filled is kept in memory, its chunks already encoded. A shard or a gzip chunk is written whole
+    each time it changes, so nothing is read back, nothing
     is encoded twice and no file is ever half-written. An uncompressed chunk is written whole the
     first time, then only the rows of the new steps, in place (on this machine's disk; whole to an
     object store): a crash can then tear only rows no published step is in. Steps not written (a
@@ -91,9 +90,9 @@ class _Chunker:
     def __init__(self, store: Store, arr: zarr.Array, start_step: int):
         files = fmt.file_layout(arr)
         if files is None:
-            raise ValueError(f"{arr.path} has codecs {arr.metadata.codecs}; this recorder writes bytes(little) [+ gzip], or shards of them")
-        self.arr, self.per_file, self.sharded, self.gzip = arr, files.steps, files.sharded, files.gzip
-        self.in_place = store.local is not None and not files.gzip  # (rows written into the file on disk)
+            raise ValueError(f"{arr.path} has codecs {arr.metadata.codecs}; this recorder writes bytes(little) [+ gzip or blosc], or shards of them")
+        self.arr, self.per_file, self.sharded, self.codec = arr, files.steps, files.sharded, files.codec
+        self.in_place = store.local is not None and files.codec == "bytes"  # (rows written into the file on disk)
         self.index, self.dirty = -1, False
         if start_step % self.per_file:  # resuming inside a file: keep its first steps
             self._start(start_step // self.per_file)
@@ -125,17 +124,17 @@ class _Chunker:
         if not self.sharded:
             rows, lo, hi = self.rows, self.lo, self.hi
             self.lo, self.hi = self.per_file, 0
-            if self.gzip:
-                return _File(key, lambda: _gzip(rows))
+            if self.codec != "bytes":
+                return _File(key, lambda: codecs.encode(self.codec, rows))
             if self.written and self.in_place:
-                return _File(key, lambda: _little(rows[lo:hi]), lo * rows.strides[0])
+                return _File(key, lambda: codecs.encode("bytes", rows[lo:hi]), lo * rows.strides[0])
             self.written = True
-            return _File(key, lambda: _little(rows))
-        encoded, pending, self.pending = self.encoded, self.pending, {}
+            return _File(key, lambda: codecs.encode("bytes", rows))
+        encoded, pending, self.pending, codec = self.encoded, self.pending, {}, self.codec
 
         def shard() -> bytes:
             for i, values in pending.items():
-                encoded[i] = _gzip(values)
+                encoded[i] = codecs.encode(codec, values)
             return fmt.encode_shard(encoded)
 
         return _File(key, shard)
@@ -172,16 +171,6 @@ def _as_dtype(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
         return torch.from_numpy(np.ascontiguousarray(block)).to(torch.float16).numpy()
     return block.astype(dtype)
-
-
-def _little(data: np.ndarray) -> bytes:
-    """The `bytes` codec: little-endian, C order."""
-    return np.ascontiguousarray(data, data.dtype.newbyteorder("<")).tobytes()
-
-
-def _gzip(data: np.ndarray) -> bytes:
-    """The `bytes` (little-endian, C order) then `gzip` codecs, by ISA-L (the same gzip format, several times faster)."""
-    return igzip.compress(np.ascontiguousarray(data, data.dtype.newbyteorder("<")), min(COMPRESSOR.level, 3), mtime=0)
 
 
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="acc-capture-write")
@@ -398,11 +387,12 @@ class Recorder:
             per_step = int(np.prod(shape[1:])) * dtype.itemsize
             if per_step <= fmt.SMALL_BYTES:  # many steps a chunk
                 layout = {"chunks": (fmt.SMALL_CHUNK, *shape[1:]), "compressors": None}  # (written in place)
-            else:  # a chunk per step, SHARD_STEPS chunks a file
+            else:  # a chunk per step, SHARD_STEPS chunks a file, stored as the first steps say (capture.codecs)
                 if dtype == np.float32:
                     dtype = np.dtype(self.policy.large_float)
+                inner = [LITTLE, *codecs.zarr_codecs(codecs.choose(_as_dtype(first[key], dtype)), dtype.itemsize)]
                 layout = {"chunks": (fmt.SHARD_STEPS, *shape[1:]), "compressors": None,
-                          "serializer": ShardingCodec(chunk_shape=(1, *shape[1:]), codecs=[LITTLE, COMPRESSOR], index_codecs=[LITTLE])}
+                          "serializer": ShardingCodec(chunk_shape=(1, *shape[1:]), codecs=inner, index_codecs=[LITTLE])}
             self.tensors[key] = tensors.create_array(
                 key, shape=shape, dtype=dtype, fill_value=fmt.fill_value(dtype), dimension_names=("step", *table[key]["dims"]),
                 chunk_key_encoding=CHUNK_KEYS, **layout)

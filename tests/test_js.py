@@ -1,8 +1,9 @@
 """The viewer's JS unit tests (tests/js/*.test.mjs), run with node's own test runner.
 
 Some of them read sharded arrays written here by zarr-python itself (every index layout the
-viewer reads), with the metadata the page builder makes of them, and with the built shard index
-the page builder writes for them (covering their first BUILT_STEPS steps).
+viewer reads, gzip or blosc inner chunks), with the metadata the page builder makes of them, and
+with the built shard index the page builder writes for them (covering their first BUILT_STEPS
+steps); and plain (unsharded) blosc arrays.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec
 
 from capture.store import open_store
 from conftest import _missing
@@ -27,19 +28,53 @@ JS_TESTS = Path(__file__).parent / "js"
 BUILT_STEPS = 25  # the fixture's built shard index covers these: the steps after are read from the shards' indexes
 
 
-def sharded(group, name: str, values: np.ndarray, shard: int, inner: int, index_codecs, location: str, fill):
+def blosc(values: np.ndarray) -> BloscCodec:
+    """The blosc codec as the recorder writes it (numcodecs.Blosc("lz4", 5, Blosc.SHUFFLE))."""
+    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=values.dtype.itemsize)
+
+
+def sharded(group, name: str, values: np.ndarray, shard: int, inner: int, index_codecs, location: str, fill,
+            compressor=None):
     per = values.shape[1:]
     arr = group.create_array(
         name, shape=values.shape, chunks=(shard, *per), dtype=values.dtype, compressors=None, fill_value=fill,
-        serializer=ShardingCodec(chunk_shape=(inner, *per), codecs=[BytesCodec(endian="little"), GzipCodec(level=1)],
+        serializer=ShardingCodec(chunk_shape=(inner, *per),
+                                 codecs=[BytesCodec(endian="little"), compressor or GzipCodec(level=1)],
                                  index_codecs=index_codecs, index_location=location),
         dimension_names=["step", *[f"d{i}" for i in range(len(per))]], chunk_key_encoding={"name": "default", "separator": "."})
     arr[:] = values
     return arr
 
 
+def compressible(rng, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """Steps that blosc compresses (smooth, then partly zero) and steps it cannot (random)."""
+    steps, n = shape[0], int(np.prod(shape[1:]))
+    t = np.arange(n) / 37.0
+    out = np.stack([np.sin(t + s / 5) * (s + 1) for s in range(steps)])
+    out[steps // 3:2 * steps // 3] = rng.standard_normal((2 * steps // 3 - steps // 3, n)) * 100
+    out[2 * steps // 3:, : n // 2] = 0
+    return out.reshape(shape).astype(dtype)
+
+
+def step_lists(arr) -> list[list]:
+    """Each step's values as JSON takes them (NaN as null)."""
+    values = arr[:].reshape(arr.shape[0], -1)
+    return [[None if np.isnan(v) else float(v) for v in row] if values.dtype.kind == "f" else row.tolist() for row in values]
+
+
+def blosc_frames(root: Path, name: str) -> list[tuple[int, int]]:
+    """(nbytes, cbytes) of every chunk file of a plain blosc array, from each frame's header."""
+    frames = []
+    for f in sorted((root / name / "c").rglob("*")):
+        if f.is_file():
+            head = f.read_bytes()[:16]
+            frames.append((int.from_bytes(head[4:8], "little"), int.from_bytes(head[12:16], "little")))
+    return frames
+
+
 def write_fixture(root: Path) -> None:
-    """Sharded arrays of every index layout, with empty inner chunks and a shard never written."""
+    """Sharded arrays of every index layout, gzip or blosc, with empty inner chunks and a shard never
+    written; a plain blosc array with a chunk never written."""
     rng = np.random.default_rng(0)
     group = zarr.open_group(root, mode="w")
     floats = rng.standard_normal((45, 3, 5)).astype(np.float32)
@@ -55,18 +90,34 @@ def write_fixture(root: Path) -> None:
         "start_crc32c_int": sharded(group, "start_crc32c_int", ints, 10, 2, [BytesCodec(endian="little"), Crc32cCodec()],
                                     "start", -1),
     }
-    assert not (root / "end" / "c.2.0.0").exists()
-    out = {}
-    for name, arr in arrays.items():
+    for dtype in ("float32", "float16"):
+        values = compressible(rng, (45, 16, 32), dtype)
+        values[7] = np.nan    # an empty inner chunk
+        values[40:] = np.nan  # a shard never written
+        arrays[f"blosc_{dtype}"] = sharded(group, f"blosc_{dtype}", values, 20, 1, [BytesCodec(endian="little")], "end",
+                                           float("nan"), compressor=blosc(values))
+    assert not (root / "end" / "c.2.0.0").exists() and not (root / "blosc_float16" / "c.2.0.0").exists()
+    plain_ints = compressible(rng, (30, 4, 64), "int32")
+    plain_ints[16:20] = rng.integers(-2**31, 2**31 - 1, plain_ints[16:20].shape, dtype=np.int32)  # chunk 4: no pattern
+    plain_ints[8:12] = -1  # chunk 2 (steps 8 to 11) holds fill values only: zarr writes no file for it
+    plain = {"blosc_plain_int32": group.create_array(
+        "blosc_plain_int32", shape=plain_ints.shape, chunks=(4, 4, 64), dtype="int32", fill_value=-1,
+        compressors=[blosc(plain_ints)], dimension_names=["step", "a", "b"])}
+    plain["blosc_plain_int32"][:] = plain_ints
+    assert not (root / "blosc_plain_int32" / "c" / "2").exists()
+    frames = blosc_frames(root, "blosc_plain_int32")
+    assert len(frames) == 7 and all(n == 4 * 4 * 64 * 4 for n, _ in frames), frames
+    assert any(c < n // 2 for n, c in frames) and any(c > n for n, c in frames), f"compressed and stored chunks: {frames}"
+    out, plain_out = {}, {}
+    for name, arr in [*arrays.items(), *plain.items()]:
         meta = array_meta(name, arr)
         assert isinstance(meta, dict), meta
-        values = arr[:].reshape(arr.shape[0], -1)
-        steps = [[None if np.isnan(v) else float(v) for v in row] if values.dtype.kind == "f" else row.tolist() for row in values]
-        out[name] = {"meta": meta, "steps": steps}
+        assert meta["codecs"] == ["bytes", "blosc" if "blosc" in name else "gzip"], meta
+        (plain_out if name in plain else out)[name] = {"meta": meta, "steps": step_lists(arr)}
     index, spec = shard_index(open_store(root), {name: a["meta"] for name, a in out.items()}, BUILT_STEPS)
     spec["path"] = "shard-index.bin"
     (root / spec["path"]).write_bytes(index)
-    (root / "expected.json").write_text(json.dumps({"arrays": out, "shard_index": spec}))
+    (root / "expected.json").write_text(json.dumps({"arrays": out, "plain": plain_out, "shard_index": spec}))
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +146,15 @@ def test_js_unit_tests_pass(node, tmp_path):
     assert not re.search(r"^# pass 0$", proc.stdout, re.M), "no JS test passed"
     assert re.search(r"^# skipped 0$", proc.stdout, re.M), "some JS tests were skipped"
     # every array of the fixture was read, in each of its three ways: none of those tests vanished
-    arrays = json.loads((tmp_path / "zarr" / "expected.json").read_text())["arrays"]
-    assert len(arrays) == 4
+    expected = json.loads((tmp_path / "zarr" / "expected.json").read_text())
+    arrays, plain = expected["arrays"], expected["plain"]
+    assert len(arrays) == 6 and len(plain) == 1
     for name in arrays:
         passed = re.findall(rf"^\s*ok \d+ - {re.escape(name)} \(", proc.stdout, re.M)
         assert len(passed) == 3, f"{len(passed)} of the 3 tests on {name} passed:\n{proc.stdout[-3000:]}"
+    for name in plain:
+        passed = re.findall(rf"^\s*ok \d+ - {re.escape(name)} \(plain chunks\)", proc.stdout, re.M)
+        assert len(passed) == 1, f"the test on {name} did not pass:\n{proc.stdout[-3000:]}"
 
 
 def test_js_fixture_tests_fail_without_their_fixture(node, tmp_path):

@@ -305,19 +305,72 @@ def _shard(path: Path) -> list[bytes | None]:
     return out
 
 
-def test_large_tensors_are_shards_of_20_steps_one_gzip_chunk_a_step(bcl_rec, bcl_arrays):
-    """30 steps written 7 at a time: two shard files per large array, and each step's gzip chunk
-    holds exactly its float32 bytes (so any reader of plain gzip can take one step out)."""
+def test_large_tensors_are_shards_of_20_steps_one_chunk_a_step(bcl_rec, bcl_arrays):
+    """30 steps written 7 at a time: two shard files per large array, and each step's chunk holds
+    exactly its float32 bytes under the array's own codec, as its zarr.json names it (so any reader
+    of plain gzip or Blosc can take one step out)."""
     import gzip
 
-    for key in ("grad_raw", "batch_images", "rank_score"):
+    from numcodecs import blosc
+
+    decode = {"gzip": gzip.decompress, "blosc": blosc.decompress, None: bytes}
+    chosen = {}
+    for key in ("grad_raw", "batch_images", "rank_score", "som_targets", "in_nbr"):
         folder = bcl_rec / "tensors" / key
+        inner = json.loads((folder / "zarr.json").read_text())["codecs"][0]["configuration"]["codecs"]
+        assert inner[0] == {"name": "bytes", "configuration": {"endian": "little"}}
+        chosen[key] = inner[1]["name"] if len(inner) > 1 else None
         files = sorted(p for p in folder.iterdir() if p.name != "zarr.json")
         assert [p.name.split(".")[1] for p in files] == ["0", "1"], f"{key}: {files}"
         chunks = _shard(files[0]) + _shard(files[1])
         assert chunks[30:] == [None] * 10, "steps 30..39 of the second shard were never written"
         for step in range(30):
-            assert gzip.decompress(chunks[step]) == bcl_arrays[f"tensors/{key}"][step].astype("<f4").tobytes(), (key, step)
+            assert decode[chosen[key]](chunks[step]) == bcl_arrays[f"tensors/{key}"][step].astype("<f4").tobytes(), (key, step)
+    assert chosen["batch_images"] == "gzip" and chosen["som_targets"] == "blosc", chosen  # (MNIST's zeros; smooth floats)
+
+
+def test_each_large_tensor_gets_the_codec_that_pays():
+    """Real MNIST images (many zeros, few levels) take gzip, smooth floats Blosc with its shuffle,
+    random bits nothing (no codec shrinks them); each round-trips exactly, through zarr too."""
+    from acc.data import load_mnist
+    from capture import codecs
+
+    rng = np.random.default_rng(0)
+    images = (load_mnist(None)[0][:512].numpy().reshape(4, 128, 1, 28, 28) / np.float32(255)).astype(np.float32)
+    smooth = (np.cumsum(rng.normal(size=(4, 64, 784)), axis=-1) * 1e-3).astype(np.float32)
+    noise = rng.integers(0, 2**32, size=(4, 64, 784), dtype=np.uint32).view(np.float32)
+    assert [codecs.choose(a) for a in (images, smooth, noise)] == ["gzip", "blosc", "bytes"]
+    for codec in codecs.CODECS:
+        for values in (images[0], smooth[0], noise[0], smooth[0].astype(np.float16)):
+            assert codecs.decode(codec, codecs.encode(codec, values)) == values.astype(values.dtype.newbyteorder("<")).tobytes()
+    with pytest.raises(ValueError, match="blosc"):
+        codecs.decode("blosc", codecs.encode("blosc", smooth[0])[:100])
+    with pytest.raises(ValueError, match="gzip"):
+        codecs.decode("gzip", codecs.encode("gzip", smooth[0])[:100])
+
+
+def test_chunks_zarr_writes_with_each_codec_read_back_exactly(tmp_path):
+    """Arrays zarr-python itself writes with the codecs the recorder chooses from read back exactly
+    through this tool's fast reader (`format.file_layout`, `Recording`'s `_read_row`)."""
+    from zarr.codecs import BytesCodec, ShardingCodec
+
+    from capture import codecs
+    from capture import format as fmt
+    from capture.recording import _read_row
+
+    rng = np.random.default_rng(1)
+    values = (np.cumsum(rng.normal(size=(6, 64, 784)), axis=-1) * 1e-3).astype(np.float32)
+    for codec in codecs.CODECS:
+        inner = [BytesCodec(endian="little"), *codecs.zarr_codecs(codec, 4)]
+        arr = zarr.open_group(str(tmp_path / codec)).create_array("x", shape=(8, 64, 784), chunks=(4, 64, 784), dtype="float32",
+                                compressors=None, fill_value=np.nan,
+                                serializer=ShardingCodec(chunk_shape=(1, 64, 784), codecs=inner, index_codecs=[BytesCodec()]))
+        arr[:6] = values
+        files = fmt.file_layout(arr)
+        assert files == fmt.Files(4, True, codec)
+        for n in range(6):
+            assert _read_row(tmp_path / codec, arr, files, n).tobytes() == values[n].tobytes(), (codec, n)
+        assert np.isnan(_read_row(tmp_path / codec, arr, files, 7)).all()
 
 
 def test_sparse_shards_leave_unkept_steps_empty(sparse_rec):

@@ -61,14 +61,18 @@ def page_layout(rec: Recording) -> layout.Layout:
     return layout.generic_layout(rec.key_table, summaries, sizes)
 
 
+COMPRESSORS = ("gzip", "blosc")  # the compressors the viewer decodes, after `bytes`
+
+
 def _codec_names(codecs) -> list[str]:
     return [c.get("name") if isinstance(c, dict) else str(c) for c in codecs or []]
 
 
 def _chunk_codecs(codecs) -> tuple[list[str], str] | str:
-    """`bytes` then any number of `gzip`: (their names, the byte order), or why not."""
+    """`bytes` then at most one compressor, `gzip` or `blosc` (the viewer's zarr.js decodes both; a
+    blosc frame says how it was compressed): (their names, the byte order), or why not."""
     names = _codec_names(codecs)
-    if not names or names[0] != "bytes" or any(c != "gzip" for c in names[1:]):
+    if not names or names[0] != "bytes" or len(names) > 2 or any(c not in COMPRESSORS for c in names[1:]):
         return f"codecs {names}"
     endian = ((codecs[0].get("configuration") or {}).get("endian")) or "little"
     return names, endian

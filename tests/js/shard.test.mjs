@@ -4,8 +4,9 @@ import assert from "node:assert/strict";
 import test from "node:test";
 import { gzipSync } from "node:zlib";
 
+import Blosc from "../../viewer/static/vendor/numcodecs/blosc.js";
 import {
-  ShardCache, builtEntries, chunkBytes, chunkKey, chunkPath, chunkSpan, chunksPerShard, indexBytes,
+  ShardCache, builtEntries, chunkBytes, chunkKey, chunkPath, chunkSpan, chunksPerShard, decodeChunk, indexBytes,
   indexRange as rangeOfIndex, indexSize, loadChunk, parseBuiltIndex, parseIndex, shardOf,
 } from "../../viewer/static/zarr.js";
 
@@ -252,6 +253,20 @@ test("a missing shard reads as the fill value; other errors are errors", async (
   const broken = async () => new Response("", { status: 500, statusText: "Internal Server Error" });
   await assert.rejects(loadChunk(meta(), 0, BASE, new ShardCache(), broken), /500 Internal Server Error for tensors\/strength\/c.0.0.0/);
   assert.equal(cache.indexes.size, 1);
+});
+
+test("an inner chunk of an unknown codec is a clear error; a blosc one cut short or of the wrong size too", async () => {
+  const m = meta({ codecs: ["bytes", "zstd"] });
+  const { fetchFn } = server(files(m));
+  await assert.rejects(loadChunk(m, 3, BASE, new ShardCache(), fetchFn), /unsupported codec zstd/);
+  const b = meta({ codecs: ["bytes", "blosc"] });
+  const raw = new Uint8Array(new Float32Array(stepValues(3)).buffer);
+  const frame = await new Blosc(5, "lz4", Blosc.SHUFFLE).encode(raw);
+  assert.deepEqual(Array.from(await decodeChunk(frame, b)), Array.from(new Float32Array(stepValues(3))));
+  await assert.rejects(decodeChunk(frame.subarray(0, frame.length - 1), b), /blosc chunk of \d+ bytes, its header says/);
+  await assert.rejects(decodeChunk(frame.subarray(0, 10), b), /shorter than its header/);
+  await assert.rejects(decodeChunk(frame, meta({ codecs: ["bytes", "blosc"], chunks: [2, 2, 3] })), /expected 12/);
+  await assert.rejects(decodeChunk(frame, meta({ codecs: ["bytes", "gzip", "blosc", "lz4"] })), /unsupported codec lz4/);
 });
 
 test("a plain array: one request per chunk, no Range", async () => {

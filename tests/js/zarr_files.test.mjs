@@ -1,5 +1,5 @@
-// Sharded arrays as zarr-python writes them, read with the page's metadata as the builder makes it.
-// tests/test_js.py writes the arrays and their expected values into a folder named by
+// Sharded arrays as zarr-python writes them (gzip or blosc inner chunks), and plain blosc arrays,
+// read with the page's metadata as the builder makes it. tests/test_js.py writes the arrays and their expected values into a folder named by
 // ACC_ZARR_FIXTURE, with the built shard index the page builder writes for them (covering their
 // first steps only). Without ACC_ZARR_FIXTURE (a bare `node --test`) they show as one skipped test;
 // a fixture folder that is missing or holds no arrays fails: they never vanish unnoticed.
@@ -18,7 +18,7 @@ const BASE = "http://127.0.0.1:9/";
 const fixture = loadFixture();
 
 function loadFixture() {
-  const none = { arrays: {}, shard_index: null };
+  const none = { arrays: {}, plain: {}, shard_index: null };
   if (!ROOT) {
     test("sharded arrays as zarr-python writes them", { skip: "no ACC_ZARR_FIXTURE (tests/test_js.py sets it)" }, () => {});
     return none;
@@ -93,6 +93,22 @@ for (const [name, { meta, steps }] of Object.entries(fixture.arrays)) {
     assert.ok(covered >= per && covered % per !== 0, "the fixture covers a whole shard and part of one");
     const chunks = log.filter((r) => r.range !== indexRange(meta)).length;
     assert.ok(chunks < read.size, `${chunks} requests for ${read.size} chunks: neighbours came along`);
+  });
+}
+
+for (const [name, { meta, steps }] of Object.entries(fixture.plain)) {
+  test(`${name} (plain chunks)`, async () => {
+    assert.equal(meta.shard, null, "the builder saw a sharded array");
+    const { fetchFn, log } = server(true, meta);
+    const read = await readSteps(name, meta, steps, new ShardCache(), fetchFn);
+    // a chunk whose steps are all the fill value was never written: it reads as missing
+    const chunks = Math.ceil(steps.length / meta.chunks[0]);
+    const fill = (s) => steps[s].every((v) => v === null || v === -1);
+    const written = Array.from({ length: chunks }, (_, c) => c)
+      .filter((c) => !steps.slice(c * meta.chunks[0], (c + 1) * meta.chunks[0]).every((_, i) => fill(c * meta.chunks[0] + i)));
+    assert.ok(written.length < chunks, "the fixture has a chunk never written");
+    assert.deepEqual([...read], written);
+    assert.ok(log.every((r) => !r.range), "no Range request for a plain chunk");
   });
 }
 

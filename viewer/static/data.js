@@ -7,6 +7,14 @@ export const PRIO = { now: 2, prefetch: 1 };
 
 export class Cancelled extends Error {}
 
+/**
+ * Whether an array's chunks are decoded in the worker only: blosc's decoder (wasm, with glue that
+ * makes functions from strings) is refused by the pages' Content-Security-Policy, not by a worker's.
+ */
+export function workerOnly(meta) {
+  return Boolean(meta && meta.codecs && meta.codecs.includes("blosc"));
+}
+
 export class ChunkStore {
   /** shardIndex: the page's description of the built shard index (null: none), see zarr.js parseBuiltIndex. */
   constructor(arrays, base, shardIndex = null, budgetBytes = 128e6) {
@@ -20,8 +28,9 @@ export class ChunkStore {
     this.requests = 0;          // chunks requested (for the curious: window.accViewer.store)
     this.base = base;
     // A worker takes a while to start (100-200 ms on a small machine); until it says it is
-    // ready, the page fetches and decodes the first chunks itself.
+    // ready, the page fetches and decodes the first chunks itself (blosc ones wait: see workerOnly).
     this.workerReady = false;
+    this.waiting = [];          // entries held for the worker until it is ready
     this.shards = new ShardCache(32e6);  // for the chunks read on this thread
     // the built shard index: fetched once, here, for the reads on this thread and the worker's
     const built = shardIndex && fetchBuiltIndex(shardIndex, base).catch((err) => {
@@ -36,6 +45,7 @@ export class ChunkStore {
       // nothing more is read here: what was kept of shards goes to the worker (copied, once)
       this.worker.postMessage({ type: "shards", contents: this.shards.contents() });
       this.shards = new ShardCache(32e6);
+      for (const e of this.waiting.splice(0)) this.post(e);
     };
     this.worker.onerror = (e) => console.error("chunk worker failed:", e.message);
     this.worker.postMessage({ type: "init", base, arrays, shardIndex });
@@ -66,11 +76,13 @@ export class ChunkStore {
 
   send(e) {
     this.requests++;
-    if (this.workerReady) {
-      this.worker.postMessage({ type: "get", id: e.id, array: e.array, index: e.index, prio: e.prio });
-    } else {
-      this.fetchHere(e);
-    }
+    if (this.workerReady) this.post(e);
+    else if (workerOnly(this.arrays[e.array])) this.waiting.push(e);
+    else this.fetchHere(e);
+  }
+
+  post(e) {
+    this.worker.postMessage({ type: "get", id: e.id, array: e.array, index: e.index, prio: e.prio });
   }
 
   /** What the worker does, on this thread (only while the worker starts). */

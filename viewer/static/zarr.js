@@ -1,6 +1,7 @@
 // A Zarr v3 chunk reader for what the recording formats write: regular chunk grids, the `bytes`
-// codec then `gzip`, every data type of DTYPES, either as one file per chunk or inside shards
-// (`sharding_indexed`: one file of several inner chunks, each of whole steps, and an index).
+// codec then `gzip` or `blosc` (or neither), every data type of DTYPES, either as one file per
+// chunk or inside shards (`sharding_indexed`: one file of several inner chunks, each of whole
+// steps, and an index).
 // Array metadata comes inlined in the page (the builder copies it from each zarr.json): reading a
 // plain chunk is one fetch; reading an inner chunk is one Range request for its bytes and those of
 // the chunks beside it (kept for the next reads), where the shard index the page builder wrote
@@ -144,6 +145,45 @@ export async function gunzip(input) {
   return new Response(decoder.readable).arrayBuffer();
 }
 
+let BLOSC = null;  // the vendored blosc decoder (a promise of it), imported when the first blosc chunk is met
+
+/**
+ * The vendored blosc codec (numcodecs.js: its wasm inlined), imported once, on first use. Its glue
+ * makes functions from strings: a page whose CSP forbids eval decodes blosc in a worker (data.js).
+ */
+function bloscCodec() {
+  if (!BLOSC) {
+    BLOSC = import("./vendor/numcodecs/blosc.js").then((m) => new m.default())
+      .catch((err) => { BLOSC = null; throw err; });  // (a later chunk tries again)
+  }
+  return BLOSC;
+}
+
+/** The sizes a blosc frame's 16-byte header gives: { nbytes (decoded), cbytes (the frame's own) }. */
+export function bloscSizes(bytes) {
+  if (bytes.length < 16) throw new Error(`a blosc chunk of ${bytes.length} bytes is shorter than its header`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, 16);
+  return { nbytes: view.getUint32(4, true), cbytes: view.getUint32(12, true) };
+}
+
+/** blosc bytes (ArrayBuffer, typed array or ReadableStream) -> ArrayBuffer, by the vendored decoder (self-describing frames). */
+export async function unblosc(input) {
+  if (input instanceof ReadableStream) input = await new Response(input).arrayBuffer();
+  const bytes = input instanceof ArrayBuffer ? new Uint8Array(input) : new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
+  const { nbytes, cbytes } = bloscSizes(bytes);
+  if (cbytes !== bytes.length) throw new Error(`a blosc chunk of ${bytes.length} bytes, its header says ${cbytes}`);
+  const out = await (await bloscCodec()).decode(bytes);
+  if (out.length !== nbytes) throw new Error(`a blosc chunk decoded to ${out.length} bytes, its header says ${nbytes}`);
+  return out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out.buffer : out.slice().buffer;
+}
+
+/** Undo one compressor of a chunk's codecs: its stored bytes -> what it was given. */
+function decompress(codec, input) {
+  if (codec === "gzip") return gunzip(input);
+  if (codec === "blosc") return unblosc(input);
+  throw new Error(`unsupported codec ${codec}`);
+}
+
 /** Reverse the byte order of each element in place (a big-endian chunk on a little-endian host, or back). */
 export function swapBytes(buffer, size) {
   const b = new Uint8Array(buffer);
@@ -172,10 +212,7 @@ export function fromBytes(buffer, meta) {
 export async function decodeChunk(input, meta) {
   let buffer = input;
   const codecs = meta.codecs || ["bytes", "gzip"];
-  for (let i = codecs.length - 1; i >= 1; i--) {
-    if (codecs[i] !== "gzip") throw new Error(`unsupported codec ${codecs[i]}`);
-    buffer = await gunzip(buffer);
-  }
+  for (let i = codecs.length - 1; i >= 1; i--) buffer = await decompress(codecs[i], buffer);
   if (buffer instanceof ReadableStream) buffer = await new Response(buffer).arrayBuffer();
   if (ArrayBuffer.isView(buffer)) buffer = buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + buffer.byteLength);
   const out = fromBytes(buffer, meta);
@@ -217,8 +254,9 @@ export function indexBytes(body, meta) {
 }
 
 /**
- * A shard index (its crc32c, if any, is not checked: every gzip chunk carries its own CRC) as a
- * Float64Array of [offset, nbytes] per inner chunk in C order; an empty inner chunk is [-1, -1].
+ * A shard index (its crc32c, if any, is not checked: a gzip chunk carries its own CRC, a blosc one
+ * its sizes) as a Float64Array of [offset, nbytes] per inner chunk in C order; an empty inner
+ * chunk is [-1, -1].
  */
 export function parseIndex(bytes, meta) {
   const n = chunksPerShard(meta);
