@@ -1,7 +1,8 @@
 """The BCL recipe: build a run from a condition, and wire a StepInspector to it.
 
 All capture goes through the trainer's `training_metrics_fn`, a forward hook on `encoder.0` and an
-optimizer step hook, each key at the moment SPEC section 4 names.
+optimizer step hook, each key at the moment SPEC section 4 names; the three cosine matrices are
+derived keys (StepTensorKey.derived), computed by the recording's writer from the captured rows.
 """
 
 from __future__ import annotations
@@ -77,22 +78,16 @@ def build_run(config: RunConfig, seed: int, device: str = "cpu", data_root: Path
     return Run(config, trainer, bcl)
 
 
-def cosine_matrix(rows: Tensor) -> Tensor:
-    """[D,D] cosine similarity of the rows (a zero row has similarity 0 with everything)."""
-    unit = nn.functional.normalize(rows, dim=1)
-    return unit @ unit.T
-
-
 _BCL_FORWARD_KEYS = [k for k in K if k.bcl and k not in (K.SOM_DELTA, K.SOM_TARGET_COSINE_MATRIX, K.NEIGHBORS)]
 
 
 def captured_keys(config: RunConfig) -> list[K]:
-    """The keys a run of this configuration captures (the control condition has no BCL keys)."""
+    """The keys a run of this configuration records (the control condition has no BCL keys)."""
     return [k for k in K if config.bcl is not None or not k.bcl]
 
 
 class InspectorHooks:
-    """Captures every StepTensorKey of a run into `inspector`, then calls `commit()` as each step
+    """Captures every StepTensorKey of a run but the derived ones into `inspector`, then calls `commit()` as each step
     ends (the inspector's own `commit` by default); `remove()` undoes the wiring."""
 
     def __init__(self, run: Run, inspector: StepInspector, commit: Callable[[], None] | None = None):
@@ -136,10 +131,5 @@ class InspectorHooks:
             ins.capture(K.SOM_DELTA, bcl.last["som_delta"])
 
     def _after_optimizer_step(self, optimizer, args, kwargs) -> None:
-        ins = self.inspector
-        ins.capture(K.ENCODER_WEIGHTS_POST, self.run.layer.weight)
-        ins.capture(K.WEIGHT_COSINE_MATRIX, cosine_matrix(ins.get(K.ENCODER_WEIGHTS)))
-        ins.capture(K.GRAD_COSINE_MATRIX, cosine_matrix(ins.get(K.GRAD_MASKED)))
-        if self.run.bcl is not None:
-            ins.capture(K.SOM_TARGET_COSINE_MATRIX, cosine_matrix(ins.get(K.SOM_TARGETS)))
-        self.commit()
+        self.inspector.capture(K.ENCODER_WEIGHTS_POST, self.run.layer.weight)
+        self.commit()  # (the cosine matrices are derived keys: the recording's writer computes them)

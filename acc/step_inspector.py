@@ -50,6 +50,14 @@ class TensorKey(str, Enum):
         return {}
 
     @classmethod
+    def derived(cls) -> dict:
+        """Keys of this vocabulary computed from other keys' captures rather than captured by the loop
+        (`key value -> (keys it needs, function of their stacked captures {key: [n, ...]} -> [n, ...])`).
+        The recording's writer computes them, n steps at a time, off the training loop; a derived key
+        the loop captures itself is stored as captured."""
+        return {}
+
+    @classmethod
     def table(cls) -> list[dict]:
         """The vocabulary as a recording stores it: one entry per key, in the vocabulary's order."""
         return [{"key": k.value, "name": k.name, "dims": list(k.dims), "render": k.render, "signed": k.signed,
@@ -86,6 +94,12 @@ class StepTensorKey(TensorKey):
 
         return BCL_SUMMARIES
 
+    @classmethod
+    def derived(cls) -> dict:
+        from acc.summaries import BCL_DERIVED
+
+        return BCL_DERIVED
+
     # -- batch data (captured as the batch enters the model)
     BATCH_IMAGES = "batch_images", ("image", "channel", "height", "width"), False, "images"
     BATCH_LABELS = "batch_labels", ("image",), False, "labels"
@@ -119,7 +133,8 @@ class StepTensorKey(TensorKey):
     GRAD_MASKED = "grad_masked", ("feature", "pixel"), False, "weights", True
     # -- after optimizer.step
     ENCODER_WEIGHTS_POST = "encoder_weights_post", ("feature", "pixel"), False, "weights", True
-    # -- derived: cosine similarity of the rows of encoder_weights, som_targets, grad_masked
+    # -- derived (by the recording's writer, see `derived`): cosine similarity of the rows of
+    # encoder_weights, som_targets, grad_masked
     WEIGHT_COSINE_MATRIX = "weight_cosine_matrix", ("feature", "other_feature"), False, "heatmap", True
     SOM_TARGET_COSINE_MATRIX = "som_target_cosine_matrix", ("feature", "other_feature"), True, "heatmap", True
     GRAD_COSINE_MATRIX = "grad_cosine_matrix", ("feature", "other_feature"), False, "heatmap", True

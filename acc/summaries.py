@@ -1,8 +1,10 @@
-"""BCL's own per-step summaries, beside the ones every recording gets (see capture/format.py).
+"""BCL's own per-step summaries, beside the ones every recording gets (see capture/format.py), and
+its derived keys.
 
-Each is computed for n steps at once from their stacked captures `{key value: array [n, ...]}`:
+Each summary is computed for n steps at once from their stacked captures `{key value: array [n, ...]}`:
 `name -> (dims after "step", dtype, the keys it needs, function)`. A recorder that captures a
-vocabulary calls `vocabulary.summaries()`; this is StepTensorKey's.
+vocabulary calls `vocabulary.summaries()`; this is StepTensorKey's. A derived key (`BCL_DERIVED`,
+`vocabulary.derived()`) is a tensor the recorder computes the same way, instead of the training loop.
 """
 
 from __future__ import annotations
@@ -53,4 +55,21 @@ BCL_SUMMARIES: dict[str, Summary] = {
     "grad_cosine_offdiag": ((), "float32", ("grad_cosine_matrix",), lambda b: offdiag_mean(b["grad_cosine_matrix"])),
     "update_norm": ((), "float32", ("encoder_weights", "encoder_weights_post"),
                     lambda b: frobenius(b["encoder_weights_post"] - b["encoder_weights"])),
+}
+
+
+def cosine_rows(a: np.ndarray) -> np.ndarray:
+    """[n,D,P] -> [n,D,D]: the cosine similarity of the rows of each step's matrix (a zero row has
+    similarity 0 with everything, as torch's F.normalize gives), in float32."""
+    norms = np.sqrt(np.einsum("ndp,ndp->nd", a, a))
+    unit = a / np.maximum(norms, np.float32(1e-12))[..., None]
+    return unit @ unit.transpose(0, 2, 1)
+
+
+# the three cosine matrices, from the captured rows: one batched product per chunk of steps in the
+# writer, rather than three small ones per step in the training loop
+BCL_DERIVED: dict[str, tuple[tuple[str, ...], Callable[[dict], np.ndarray]]] = {
+    "weight_cosine_matrix": (("encoder_weights",), lambda b: cosine_rows(b["encoder_weights"])),
+    "som_target_cosine_matrix": (("som_targets",), lambda b: cosine_rows(b["som_targets"])),
+    "grad_cosine_matrix": (("grad_masked",), lambda b: cosine_rows(b["grad_masked"])),
 }

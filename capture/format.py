@@ -82,6 +82,20 @@ def summaries(captured: dict[str, tuple[tuple[int, ...], np.dtype]], own: dict[s
     return out
 
 
+def derive(blocks: dict[str, np.ndarray], derived: dict) -> dict[str, np.ndarray]:
+    """The stacked captures {key: [n, ...]} with the vocabulary's derived keys added (`derived`, see
+    TensorKey.derived), each from the keys it needs; one the loop captured, or whose keys were not
+    all captured, is left out. Raises ValueError if a derivation does not give n steps."""
+    out = dict(blocks)
+    n = len(next(iter(blocks.values())))
+    for key, (needs, fn) in derived.items():
+        if key not in out and all(k in out for k in needs):
+            out[key] = np.asarray(fn(out))
+            if out[key].shape[:1] != (n,):
+                raise ValueError(f"derived key {key}: its function gave shape {out[key].shape} for {n} steps")
+    return out
+
+
 def summarize(blocks: dict, specs: dict[str, Summary]) -> dict[str, np.ndarray]:
     """Each summary for n steps, from their stacked captures {key: array [n, ...]}."""
     out = {name: np.asarray(fn(blocks), dtype=dtype) for name, (_, dtype, _, fn) in specs.items() if name != NONFINITE}

@@ -47,7 +47,7 @@ def merge(*vocabularies: type[TensorKey], name: str = "ModelKeys") -> type[Tenso
 
     A key of one of them is accepted wherever the merged one is used: `rec.inspector.capture(Keys.LOSS, x)`
     works in a recording of `merge(Keys, Other)`. The merged enum lists them in `merged_from`, and its
-    `summaries()` are all of theirs. Raises ValueError if two of them name the same key.
+    `summaries()` and `derived()` are all of theirs. Raises ValueError if two of them name the same key.
     """
     members: dict[str, tuple] = {}
     seen: dict[str, str] = {}  # each key's value, and its member name after a ".", -> the key that has it
@@ -63,6 +63,7 @@ def merge(*vocabularies: type[TensorKey], name: str = "ModelKeys") -> type[Tenso
     merged = TensorKey(name, members)
     merged.merged_from = tuple(vocabularies)
     merged.summaries = classmethod(lambda cls: {n: s for v in vocabularies for n, s in v.summaries().items()})
+    merged.derived = classmethod(lambda cls: {k: d for v in vocabularies for k, d in v.derived().items()})
     return merged
 
 

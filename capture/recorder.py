@@ -280,10 +280,11 @@ class Recorder:
     """
 
     def __init__(self, store: Store, root: zarr.Group, meta: dict, lock: WriterLock | None, own: dict,
-                 expect_steps: int = 0):
+                 expect_steps: int = 0, derived: dict | None = None):
         self.store, self.root, self.meta, self._lock = store, root, meta, lock
         self.path: Path | str = store.location
         self.own, self.expect_steps = own, expect_steps  # the vocabulary's own summaries (TensorKey.summaries())
+        self.derived = derived or {}  # and its derived keys (TensorKey.derived()), computed here
         self.steps_completed: int = meta["steps_completed"]
         self.policy = Policy.from_dict(meta["policy"] or {})
         self.tensors = {k: root["tensors"][k] for k in meta["keys"]}
@@ -295,12 +296,12 @@ class Recorder:
         self._saved = self.steps_completed  # the step of the newest training state (there may be none)
 
     @classmethod
-    def attach(cls, location: Path | str, own: dict, expect_steps: int = 0) -> Recorder:
+    def attach(cls, location: Path | str, own: dict, expect_steps: int = 0, derived: dict | None = None) -> Recorder:
         """The recorder of a recording that `create` or `append` prepared, in the process that writes it
         (the writer process): it goes on from the recording's metadata; the lock is its preparer's."""
         store = open_store(location)
         root = zarr.open_group(store.zarr(read_only=False), mode="r+", zarr_format=3)
-        return cls(store, root, dict(root.attrs[fmt.ATTRS_KEY]), None, own, expect_steps)
+        return cls(store, root, dict(root.attrs[fmt.ATTRS_KEY]), None, own, expect_steps, derived)
 
     @classmethod
     def create(cls, path: Path | str | Store, vocabulary, policy: Policy, expect_steps: int = 0,
@@ -320,7 +321,7 @@ class Recorder:
         root.create_group("summary")
         root.create_group(fmt.STATE_GROUP)
         root.attrs[fmt.ATTRS_KEY] = meta
-        return cls(store, root, meta, lock, vocabulary.summaries(), expect_steps)
+        return cls(store, root, meta, lock, vocabulary.summaries(), expect_steps, vocabulary.derived())
 
     @classmethod
     def append(cls, path: Path | str | Store, vocabulary, command: str, expect_steps: int = 0,
@@ -346,7 +347,7 @@ class Recorder:
                 if key.endswith(PARTIAL):
                     store.delete(key)
             prune_states(store, keep=done)  # (those an interrupted writer saved past `done`)
-            recorder = cls(store, root, meta, lock, vocabulary.summaries(), expect_steps)
+            recorder = cls(store, root, meta, lock, vocabulary.summaries(), expect_steps, vocabulary.derived())
             recorder._resize(done)  # drops the chunks of discarded steps
             meta["status"] = "recording"
             meta["resumed"] = [*meta.get("resumed", []), {"at_step": done, "command": command, "time": _now()}]
@@ -377,6 +378,8 @@ class Recorder:
         captured = {k: (v.shape[1:], v.dtype) for k, v in first.items()}
         sizes = {"step": 0}
         for key, (shape, _) in captured.items():
+            if len(shape) != len(table[key]["dims"]):  # (a derived key's function; captures are checked as they come)
+                raise ValueError(f"{key} has shape {shape}, but the key table gives it dims {table[key]['dims']}")
             sizes.update(zip(table[key]["dims"], shape))
         only = self.policy.only
         stored = [k for k in table if k in captured and (only is None or k in only)]
@@ -416,6 +419,7 @@ class Recorder:
             return
         if t0 != self.steps_completed:
             raise RuntimeError(f"steps out of order: expected step {self.steps_completed}, got {t0}")
+        blocks = fmt.derive(blocks, self.derived)
         t1 = t0 + n
         full = np.array([self.policy.is_full(s) for s in range(t0, t1)])
         if self._specs is None:

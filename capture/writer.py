@@ -250,7 +250,8 @@ def _spawn(torch: bool = False) -> tuple[subprocess.Popen, socket.socket]:
     imports torch first)."""
     ours, theirs = socket.socketpair()
     paths = [str(Path(__file__).resolve().parent.parent), *(p or os.getcwd() for p in sys.path)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # (it imports what this process can)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths),  # (it imports what this process can)
+           "OPENBLAS_NUM_THREADS": "1"}  # (numpy's products, for derived keys: one thread, beside training's)
     process = subprocess.Popen([sys.executable, "-m", "capture.writer", str(theirs.fileno()), *(["torch"] if torch else [])],
                                pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
     theirs.close()
@@ -281,14 +282,16 @@ def _take_started() -> tuple[subprocess.Popen, socket.socket] | None:
 
 
 def vocabularies_of(keys) -> list[str] | None:
-    """Where the writer process imports the vocabularies whose own summaries a recording of `keys`
-    computes ("module:qualname" each); None if one cannot be imported there (defined in __main__)."""
+    """Where the writer process imports the vocabularies whose own summaries or derived keys a
+    recording of `keys` computes ("module:qualname" each); None if one cannot be imported there
+    (defined in __main__)."""
     from acc.step_inspector import TensorKey
 
     out = []
     for vocabulary in getattr(keys, "merged_from", (keys,)):
-        if getattr(vocabulary.summaries, "__func__", None) is TensorKey.summaries.__func__:
-            continue  # none of its own
+        if all(getattr(getattr(vocabulary, name), "__func__", None) is getattr(TensorKey, name).__func__
+               for name in ("summaries", "derived")):
+            continue  # nothing of its own
         module, name = vocabulary.__module__, vocabulary.__qualname__
         if module == "__main__" or "<" in name or not _importable(module):
             return None
@@ -320,17 +323,19 @@ def _processes() -> bool:
 
 # -- the writer process -----------------------------------------------------------------------------
 
-def _own_summaries(sources: list[str]) -> dict:
+def _vocabularies(sources: list[str]) -> tuple[dict, dict]:
+    """The own summaries and the derived keys of the vocabularies at `sources` (see vocabularies_of)."""
     import importlib
 
-    own = {}
+    own, derived = {}, {}
     for source in sources:
         module, name = source.split(":")
         vocabulary = importlib.import_module(module)
         for part in name.split("."):
             vocabulary = getattr(vocabulary, part)
         own.update(vocabulary.summaries())
-    return own
+        derived.update(vocabulary.derived())
+    return own, derived
 
 
 def _end_with_parent() -> None:
@@ -391,7 +396,8 @@ def serve(fd: int, with_torch: bool = False) -> None:
         try:
             if kind == "open":
                 _, location, sources, expect = message
-                recorder = Recorder.attach(location, _own_summaries(sources), expect)
+                own, derived = _vocabularies(sources)
+                recorder = Recorder.attach(location, own, expect, derived)
             elif kind == "ring" and message[1] is not None:
                 _, fds, _, _ = socket.recv_fds(sock, 1, 1)
                 ring = Ring(*message[1], fd=fds[0])

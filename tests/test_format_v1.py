@@ -57,4 +57,8 @@ def test_resume_appends_and_keeps_format_1(v1, tmp_path):
     for key in KEYS:  # the same seed and settings: the same tensors, bit for bit
         assert np.asarray(old["tensors"][key][:9]).tobytes() == np.asarray(new["tensors"][key][:9]).tobytes(), key
     for name in old["summary"].array_keys():  # the summaries it has are continued
-        assert np.asarray(old["summary"][name][:9]).tobytes() == np.asarray(new["summary"][name][:9]).tobytes(), name
+        a, b = np.asarray(old["summary"][name][:9]), np.asarray(new["summary"][name][:9])
+        if "cosine" in name:  # (the fixture's 6 steps had their cosine matrices made in the loop by torch;
+            np.testing.assert_allclose(a[:6], b[:6], rtol=0, atol=1e-6)  # the recorder derives them now)
+            a, b = a[6:], b[6:]
+        assert a.tobytes() == b.tobytes(), name

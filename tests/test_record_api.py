@@ -399,6 +399,57 @@ def test_summaries_of_any_recording(tmp_path):
 
 # -- a SIGKILL -------------------------------------------------------------------------------------------
 
+class Derived(TensorKey):
+    """A vocabulary with a derived key: the writer computes `gram` from the captured `w`."""
+    W = "w", ("row", "col"), "weights", True
+    GRAM = "gram", ("row", "other_row"), "heatmap", True, "w w^T, derived by the writer"
+
+    @classmethod
+    def derived(cls) -> dict:
+        return {"gram": (("w",), lambda b: b["w"] @ b["w"].transpose(0, 2, 1))}
+
+
+class BadlyDerived(TensorKey):
+    W = "w", ("row", "col"), "weights", True
+    GRAM = "gram", ("row", "other_row"), "heatmap", True
+
+    @classmethod
+    def derived(cls) -> dict:
+        return {"gram": (("w",), lambda b: b["w"][0])}  # (one step's value, not one per step)
+
+
+@pytest.mark.parametrize("writer", ["process", "thread"])
+def test_derived_keys_are_computed_by_the_writer(tmp_path, monkeypatch, writer):
+    if writer == "thread":
+        monkeypatch.setenv("ACC_CAPTURE_WRITER", "thread")
+    with record(tmp_path / "rec", Derived, chunk_steps=3) as rec:
+        for step in range(7):
+            rec.inspector.capture(Derived.W, values(step)[K.W])
+            rec.commit()
+    got = Recording.open(tmp_path / "rec")
+    assert sorted(got.keys) == ["gram", "w"] and "gram_norm" in got.summaries
+    for step in range(7):
+        w = values(step)[K.W].numpy()
+        np.testing.assert_allclose(got.step(step)["gram"], w @ w.T, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got.summary("gram_norm"), np.linalg.norm(got.tensors["gram"][:].reshape(7, -1), axis=1), rtol=1e-6)
+    # a derived key the loop captures itself is stored as captured
+    with record(tmp_path / "own", Derived, chunk_steps=3) as rec:
+        rec.inspector.capture(Derived.W, values(0)[K.W])
+        rec.inspector.capture(Derived.GRAM, torch.zeros(32, 32))
+        rec.commit()
+    assert not Recording.open(tmp_path / "own").step(0)["gram"].any()
+
+
+def test_a_derivation_of_the_wrong_shape_is_one_clear_error(tmp_path):
+    with pytest.raises(ValueError) as e:
+        with record(tmp_path / "rec", BadlyDerived, chunk_steps=3) as rec:
+            for step in range(4):
+                rec.inspector.capture(BadlyDerived.W, values(step)[K.W])
+                rec.commit()
+    assert "gram" in one_line(e.value)
+    assert Recording.open(tmp_path / "rec").status == "interrupted"
+
+
 def test_sigkill_leaves_only_whole_steps(tmp_path):
     path = tmp_path / "killed"
     code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_record_api as t; t.record_forever({str(path)!r})"
