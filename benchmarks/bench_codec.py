@@ -5,8 +5,9 @@
 RECORDING defaults to a fresh 60-step bcl-slow run (made here). For the steps from its middle, every
 stored tensor of the step is encoded as the recorder encodes a chunk (little-endian bytes, one chunk
 per step), by each codec: its size against the raw bytes, and the encode and decode time of a
-whole step, on one core. The browser decodes gzip natively (DecompressionStream); Blosc would need
-a vendored WebAssembly decoder in the page.
+whole step, on one core; and by each array's own codec, as the recorder chose it from the run's
+first steps (capture/codecs.py). The browser decodes gzip natively (DecompressionStream); the viewer
+decodes Blosc with a vendored WebAssembly decoder.
 """
 
 from __future__ import annotations
@@ -26,12 +27,19 @@ import numpy as np
 from isal import igzip
 
 from capture import Recording
+from capture import codecs as chosen
+from capture import format as fmt
 
 
-def codecs() -> dict[str, tuple]:
+def codecs(rec: Recording) -> dict[str, tuple]:
     blosc = numcodecs.Blosc
+    layout = {k: fmt.file_layout(rec.tensors[k]) for k in rec.keys}
+    own = [layout[k].codec if layout[k] else "bytes" for k in rec.keys]  # (in the order of a step's values)
     return {
-        "gzip 1 (ISA-L; today)": (lambda b: igzip.compress(b, 1, mtime=0), igzip.decompress),
+        "each array's own: gzip, blosc lz4 5 byte shuffle, or none (what the recorder writes)": (
+            lambda step: [chosen.encode(c, a) for c, a in zip(own, step)],
+            lambda out: [chosen.decode(c, b) for c, b in zip(own, out)]),
+        "gzip 1 (ISA-L; every array, as before)": (lambda b: igzip.compress(b, 1, mtime=0), igzip.decompress),
         "gzip 0 (ISA-L)": (lambda b: igzip.compress(b, 0, mtime=0), igzip.decompress),
         "gzip 2 (ISA-L)": (lambda b: igzip.compress(b, 2, mtime=0), igzip.decompress),
         "gzip 1 (zlib)": (lambda b: zlib.compress(b, 1), zlib.decompress),
@@ -68,19 +76,19 @@ def main() -> None:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     # little-endian arrays: Blosc shuffles by the element size it is given (bytes would be size 1)
-    chunks = [[np.ascontiguousarray(v, v.dtype.newbyteorder("<")) for v in step.values()] for step in steps]
+    chunks = [[np.ascontiguousarray(step[k], step[k].dtype.newbyteorder("<")) for k in rec.keys] for step in steps]
     raw = statistics.mean(sum(a.nbytes for a in c) for c in chunks)
     print(f"{path}: steps {first}..{first + len(steps) - 1}, {raw / 1e6:.2f} MB raw a step, one core")
     print("| codec | size / raw | encode ms a step | decode ms a step |")
     print("| --- | --- | --- | --- |")
-    for name, (encode, decode) in codecs().items():
+    for i, (name, (encode, decode)) in enumerate(codecs(rec).items()):
         sizes, enc, dec = [], [], []
         for step in chunks:
             t = time.perf_counter()
-            out = [encode(c) for c in step]
+            out = encode(step) if i == 0 else [encode(c) for c in step]
             enc.append(time.perf_counter() - t)
             t = time.perf_counter()
-            back = [decode(c) for c in out]
+            back = decode(out) if i == 0 else [decode(c) for c in out]
             dec.append(time.perf_counter() - t)
             assert back == [a.tobytes() for a in step]
             sizes.append(sum(map(len, out)))
