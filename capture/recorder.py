@@ -79,12 +79,11 @@ class _Chunker:
     (small tensors, summaries; one gzip chunk in earlier recordings), or a shard of one chunk per
     step, each stored as its array's codec says (large tensors; capture.codecs). The file being
     filled is kept in memory, its chunks already encoded. A shard or a gzip chunk is written whole
-    each time it changes, so nothing is read back, nothing
-    is encoded twice and no file is ever half-written. An uncompressed chunk is written whole the
-    first time, then only the rows of the new steps, in place (on this machine's disk; whole to an
-    object store): a crash can then tear only rows no published step is in. Steps not written (a
-    `--full-every` policy) read as the fill value: rows of the fill value in a chunk, empty chunks
-    in a shard.
+    each time it changes, so nothing is read back, nothing is encoded twice and no file is ever
+    half-written. An uncompressed chunk is written whole the first time, then only the rows of the
+    new steps, in place (on this machine's disk; whole to an object store): a crash can then tear
+    only rows no published step is in. Steps not written (a `--full-every` policy) read as the fill
+    value: rows of the fill value in a chunk, empty chunks in a shard.
     """
 
     def __init__(self, store: Store, arr: zarr.Array, start_step: int):
