@@ -126,7 +126,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}; "
-          f"{rec.steps} steps of encoder_weights [64, 784] float32 ({size / 1e6:.0f} MB of gzip in "
+          f"{rec.steps} steps of encoder_weights [64, 784] float32 ({size / 1e6:.0f} MB compressed in "
           f"{-(-rec.steps // 20)} shards); median of {args.repeats}")
     if not args.no_bucket:
         print(f"upload of the recording to the bucket: {upload:.1f} s")

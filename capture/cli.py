@@ -436,7 +436,7 @@ def pack_run(
     out_file: Annotated[Path, typer.Argument(metavar="OUT.zip", help="The zip file to write.")],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT.zip.")] = False,
 ) -> None:
-    """Put a recording into one zip file (entries stored as they are: the large tensors are gzip already).
+    """Put a recording into one zip file (entries stored as they are: the large tensors are compressed already).
     `info`, `view`, `diff` and Recording.open read the zip in place; zarr's ZipStore opens it too."""
     from capture.pack import PackError, pack
 

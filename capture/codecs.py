@@ -1,7 +1,7 @@
 """The chunk codecs this tool writes, and how it chooses among them for each large tensor.
 
 A large tensor's chunks (one step each, in shards) are written with one of three Zarr v3 core codecs
-after `bytes` (little endian), chosen per array from its first steps by `choose`:
+after `bytes` (little endian), chosen per array from its first step by `choose`:
 
 - `gzip` (ISA-L, level 1): the best for images, masks and other values with many repeats; browsers
   decode it natively (`DecompressionStream`).
@@ -11,13 +11,17 @@ after `bytes` (little endian), chosen per array from its first steps by `choose`
 - none (`bytes` alone): for values that neither shrinks by more than a few percent.
 
 Each is charged for its encoding time in bytes of disk (`HANDICAP`, a fraction of the raw size),
-so a codec is taken only where what it saves pays for its time. Every Zarr reader decodes all
-three. `IsalGzipCodec` and `use_fast_gzip()` make zarr-python encode and decode gzip with ISA-L too.
+so a codec is taken only where what it saves pays for its time. The choice looks at the first step
+alone, so it does not depend on how many steps the first write holds (`--chunk-steps`): one run
+gives the same files however it is chunked. Every Zarr reader decodes all three. A gzip chunk
+carries a CRC; a Blosc chunk only its sizes, which `decode` checks. `IsalGzipCodec` and
+`use_fast_gzip()` make zarr-python encode and decode gzip with ISA-L too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 
 import numpy as np
 import zarr
@@ -25,12 +29,10 @@ from isal import igzip
 from numcodecs import blosc
 from zarr.codecs import BloscCodec, GzipCodec
 
-blosc.use_threads = False  # (one thread per call: the writer runs its own threads, beside training's core)
-
 CODECS = ("gzip", "blosc", "bytes")  # "bytes": stored as they are
 GZIP_LEVEL, LZ4_LEVEL = 1, 5
 # what encoding costs, counted as disk: a codec is chosen for the least `stored bytes + HANDICAP *
-# raw bytes` over an array's first steps (measured here: gzip 1.7 ms a MB, blosc 0.8, none 0)
+# raw bytes` on an array's first step (measured here: gzip 1.7 ms a MB, blosc 0.8, none 0)
 HANDICAP = {"gzip": 0.15, "blosc": 0.05, "bytes": 0.0}
 
 
@@ -86,22 +88,31 @@ def encode(codec: str, values: np.ndarray) -> bytes:
     return values.tobytes()
 
 
-def decode(codec: str, data: bytes) -> bytes:
-    """The bytes `codec` stored as `data` (raises ValueError for broken data)."""
+def decode(codec: str, data: bytes, nbytes: int) -> bytes:
+    """The `nbytes` bytes `codec` stored as `data` (raises ValueError for data that is broken or of
+    another size: a gzip chunk's CRC, a Blosc chunk's header sizes)."""
     try:
         if codec == "gzip":
-            return igzip.decompress(data)
-        if codec == "blosc":
-            return blosc.decompress(data)
-    except (EOFError, OSError, RuntimeError, igzip.igzip_lib.IsalError) as e:
+            out = igzip.decompress(data)
+        elif codec == "blosc":
+            if len(data) < 16 or struct.unpack_from("<I", data, 12)[0] != len(data):
+                raise ValueError(f"a chunk of {len(data)} bytes whose header does not say so")
+            if struct.unpack_from("<I", data, 4)[0] != nbytes:
+                raise ValueError(f"its header gives {struct.unpack_from('<I', data, 4)[0]} bytes, not {nbytes}")
+            out = blosc.decompress(data)
+        else:
+            out = data
+    except (EOFError, OSError, RuntimeError, SystemError, MemoryError, igzip.igzip_lib.IsalError) as e:
         raise ValueError(f"{codec}: {e}") from None
-    return data
+    except ValueError as e:
+        raise ValueError(f"{codec}: {e}") from None
+    if len(out) != nbytes:
+        raise ValueError(f"{codec}: {len(out)} bytes, not {nbytes}")
+    return out
 
 
-def choose(steps: np.ndarray) -> str:
-    """The codec for an array whose first steps are `steps` ([n, ...]): the least stored bytes plus
-    HANDICAP, over those steps encoded one at a time (as they are written)."""
-    raw = steps[0].nbytes * len(steps)
-    cost = {c: HANDICAP[c] * raw + (raw if c == "bytes" else sum(len(encode(c, s)) for s in steps))
-            for c in CODECS}
+def choose(step: np.ndarray) -> str:
+    """The codec for an array whose first step is `step`: the least stored bytes plus HANDICAP."""
+    raw = step.nbytes
+    cost = {c: HANDICAP[c] * raw + (raw if c == "bytes" else len(encode(c, step))) for c in CODECS}
     return min(CODECS, key=cost.__getitem__)

@@ -125,7 +125,7 @@ class Files(NamedTuple):
 
     steps: int  # steps per file
     sharded: bool  # True: one chunk per step, then the shard index; False: one chunk of them all
-    codec: str = "gzip"  # how each chunk is stored after `bytes`: one of capture.codecs.CODECS
+    codec: str  # how each chunk is stored after `bytes`: one of capture.codecs.CODECS
 
 
 EMPTY = 2**64 - 1  # a shard index entry (offset, nbytes) of an empty chunk: both this

@@ -3,7 +3,7 @@
 The zip holds the recording's files under their relative paths (`zarr.json`, `tensors/...`), so
 zarr-python's `zarr.storage.ZipStore(OUT.zip, mode="r")` opens it as the same group, and
 `Recording.open(OUT.zip)` reads it in place (capture.store.ZipStore: a ranged read is a `pread`).
-Entries are stored, not deflated (the large tensors are gzip already), with a fixed timestamp, so the same
+Entries are stored, not deflated (the large tensors are compressed already), with a fixed timestamp, so the same
 recording always packs to the same bytes. Unpacking gives back the same files with the same bytes.
 """
 

@@ -13,6 +13,7 @@ unless a float16 cast needs it.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -173,6 +174,14 @@ def _as_dtype(block: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="acc-capture-write")
+
+
+@functools.cache
+def _blas():
+    """The BLAS libraries numpy uses (threadpoolctl), made once they are loaded."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _write_files(store: Store, files: list[_File], more: Callable[[], list[_File]] = list) -> None:
@@ -389,10 +398,10 @@ class Recorder:
             per_step = int(np.prod(shape[1:])) * dtype.itemsize
             if per_step <= fmt.SMALL_BYTES:  # many steps a chunk
                 layout = {"chunks": (fmt.SMALL_CHUNK, *shape[1:]), "compressors": None}  # (written in place)
-            else:  # a chunk per step, SHARD_STEPS chunks a file, stored as the first steps say (capture.codecs)
+            else:  # a chunk per step, SHARD_STEPS chunks a file, stored as its first step says (capture.codecs)
                 if dtype == np.float32:
                     dtype = np.dtype(self.policy.large_float)
-                inner = [LITTLE, *codecs.zarr_codecs(codecs.choose(_as_dtype(first[key], dtype)), dtype.itemsize)]
+                inner = [LITTLE, *codecs.zarr_codecs(codecs.choose(_as_dtype(first[key][:1], dtype)[0]), dtype.itemsize)]
                 layout = {"chunks": (fmt.SHARD_STEPS, *shape[1:]), "compressors": None,
                           "serializer": ShardingCodec(chunk_shape=(1, *shape[1:]), codecs=inner, index_codecs=[LITTLE])}
             self.tensors[key] = tensors.create_array(
@@ -418,7 +427,12 @@ class Recorder:
             return
         if t0 != self.steps_completed:
             raise RuntimeError(f"steps out of order: expected step {self.steps_completed}, got {t0}")
-        blocks = fmt.derive(blocks, self.derived)
+        if self.derived:
+            with _blas().limit(limits=1, user_api="blas"):  # (the same bits whatever the cores, and training's core left alone)
+                blocks = fmt.derive(blocks, self.derived)
+        for key, arr in self.tensors.items():
+            if blocks[key].shape[1:] != arr.shape[1:]:  # (captures are checked as they come; derived keys here)
+                raise ValueError(f"{key}: steps {t0}.. have shape {blocks[key].shape[1:]}, the recording's is {arr.shape[1:]}")
         t1 = t0 + n
         full = np.array([self.policy.is_full(s) for s in range(t0, t1)])
         if self._specs is None:

@@ -162,10 +162,15 @@ def _zarr_read(store: Store, arr: zarr.Array, where: slice) -> np.ndarray:
                              f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]) from None
 
 
+def _chunk_bytes(arr: zarr.Array) -> int:
+    """The bytes of one decoded chunk of `arr` (the inner chunk of a sharded one)."""
+    return int(np.prod(arr.chunks)) * arr.dtype.itemsize
+
+
 def _read_row(store: Store | Path, arr: zarr.Array, files: fmt.Files | None, n: int) -> np.ndarray:
     """Step `n` of one array. In the layouts this tool writes (`format.file_layout`), the bytes of
-    the step are read from its file in `store` (a Store, or a recording directory) and decoded by
-    ISA-L directly (zarr's generic path costs twice as much or more); otherwise zarr reads it."""
+    the step are read from its file in `store` (a Store, or a recording directory) and decoded
+    directly (capture.codecs: zarr's generic path costs twice as much or more); otherwise zarr reads it."""
     store = open_store(store)
     if files is None:
         return _zarr_read(store, arr, slice(n, n + 1))[0]
@@ -179,7 +184,7 @@ def _read_row(store: Store | Path, arr: zarr.Array, files: fmt.Files | None, n: 
             packed = None
         if packed is None:
             return np.full(arr.shape[1:], arr.fill_value, dtype=arr.dtype)
-        values = np.frombuffer(codecs.decode(files.codec, packed), arr.dtype.newbyteorder("<"))
+        values = np.frombuffer(codecs.decode(files.codec, packed, _chunk_bytes(arr)), arr.dtype.newbyteorder("<"))
         if not files.sharded:
             values = values.reshape(arr.chunks)[row]
         return values.reshape(arr.shape[1:]).astype(arr.dtype)
@@ -200,11 +205,11 @@ def _read_file(store: Store, arr: zarr.Array, index: int, steps: int) -> np.ndar
     little = dtype.newbyteorder("<")
     try:
         if not files.sharded:
-            values = codecs.decode(files.codec, data)
+            values = codecs.decode(files.codec, data, _chunk_bytes(arr))
             return np.frombuffer(values, little).reshape(files.steps, *shape)[:steps].astype(dtype)
         out = np.empty((steps, *shape), dtype=dtype)
         for i, chunk in enumerate(fmt.shard_chunks(data, files.steps)[:steps]):
-            out[i] = arr.fill_value if chunk is None else np.frombuffer(codecs.decode(files.codec, chunk), little).reshape(shape)
+            out[i] = arr.fill_value if chunk is None else np.frombuffer(codecs.decode(files.codec, chunk, _chunk_bytes(arr)), little).reshape(shape)
         return out
     except ValueError as e:  # a truncated file, a broken chunk
         raise RecordingError(f"corrupt data in {store.describe(key)}: {' '.join(str(e).split())}"[:300]) from None
@@ -322,7 +327,7 @@ class Recording:
           with the status as `Recording.status` says) and each key's table entry (`ds[key].attrs`);
         - dask chunks aligned with the files: one chunk per shard (20 steps) of a large tensor, per
           64-step chunk of a small one, per 1024 steps of a summary; a task reads its file whole
-          (one read, also from a bucket) and decodes it with ISA-L, as `step()` does;
+          (one read, also from a bucket) and decodes it as `step()` does (capture.codecs);
         - values as stored (no masking): a step without full tensors reads as the fill value (NaN, -1).
 
         It reads from wherever the recording is (a directory, a zip, a bucket), and its graph

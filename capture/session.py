@@ -288,6 +288,8 @@ def record(path: str | Path, keys: type[TensorKey], *, note: str = "", config: d
         raise TypeError(f"record() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
     if not (isinstance(keys, type) and issubclass(keys, TensorKey) and len(keys)):
         raise ValueError(f"keys must be a TensorKey enum with members, not {keys!r}")
+    if unknown := set(keys.derived()) - {k.value for k in keys}:
+        raise ValueError(f"{keys.__name__}.derived() names {', '.join(sorted(unknown))}, not a key of {keys.__name__}")
     if full_every is not None and (isinstance(full_every, bool) or not isinstance(full_every, int) or full_every < 1):
         raise ValueError(f"full_every must be a positive integer, not {full_every!r}")
     if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, int) or chunk_steps < 1:

@@ -250,8 +250,7 @@ def _spawn(torch: bool = False) -> tuple[subprocess.Popen, socket.socket]:
     imports torch first)."""
     ours, theirs = socket.socketpair()
     paths = [str(Path(__file__).resolve().parent.parent), *(p or os.getcwd() for p in sys.path)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths),  # (it imports what this process can)
-           "OPENBLAS_NUM_THREADS": "1"}  # (numpy's products, for derived keys: one thread, beside training's)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # (it imports what this process can)
     process = subprocess.Popen([sys.executable, "-m", "capture.writer", str(theirs.fileno()), *(["torch"] if torch else [])],
                                pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
     theirs.close()

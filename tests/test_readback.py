@@ -125,6 +125,25 @@ def test_an_index_entry_pointing_outside_the_file_is_a_recording_error(damaged):
     assert_corrupt(damaged, 45, file)
 
 
+def test_a_blosc_chunk_with_a_broken_header_is_a_recording_error(damaged):
+    """Blosc chunks carry no checksum, only their sizes: sizes that lie are caught (numcodecs itself
+    would raise a SystemError, or read past the chunk), by step() and by the whole-file path alike."""
+    rec = Recording.open(damaged)
+    key = next(k for k in rec.keys if (f := fmt.file_layout(rec.tensors[k])) and f.sharded and f.codec == "blosc")
+    file = shard_of(damaged, key, 45)
+    data = bytearray(file.read_bytes())
+    n = fmt.SHARD_STEPS
+    offset, nbytes = struct.unpack_from("<QQ", data, len(data) - 16 * n + 16 * (45 % n))
+    good = bytes(data)
+    for at, value in ((4, 2**31 + 5), (4, 12), (12, nbytes + 1)):  # decoded size: huge, too small; its own size
+        data[:] = good
+        struct.pack_into("<I", data, offset + at, value)
+        file.write_bytes(bytes(data))
+        assert_corrupt(damaged, 45, file)
+        with pytest.raises(RecordingError, match=str(file)):
+            Recording.open(damaged).to_xarray()[key][40:60].values
+
+
 def test_a_truncated_plain_chunk_is_a_recording_error_naming_the_file(damaged):
     arr = Recording.open(damaged).tensors["loss"]
     assert not fmt.file_layout(arr).sharded

@@ -418,15 +418,19 @@ class BadlyDerived(TensorKey):
         return {"gram": (("w",), lambda b: b["w"][0])}  # (one step's value, not one per step)
 
 
-@pytest.mark.parametrize("writer", ["process", "thread"])
-def test_derived_keys_are_computed_by_the_writer(tmp_path, monkeypatch, writer):
-    if writer == "thread":
-        monkeypatch.setenv("ACC_CAPTURE_WRITER", "thread")
-    with record(tmp_path / "rec", Derived, chunk_steps=3) as rec:
+def record_derived(path: Path, writer: str, monkeypatch) -> Recording:
+    monkeypatch.setenv("ACC_CAPTURE_WRITER", writer)  # (anything but "thread": a process)
+    with record(path, Derived, chunk_steps=3) as rec:
         for step in range(7):
             rec.inspector.capture(Derived.W, values(step)[K.W])
             rec.commit()
-    got = Recording.open(tmp_path / "rec")
+    return Recording.open(path)
+
+
+def test_derived_keys_are_computed_by_the_writer(tmp_path, monkeypatch):
+    got = record_derived(tmp_path / "rec", "process", monkeypatch)
+    # the same bits from a writer thread in this process (its BLAS on one thread, as the process's)
+    assert got.tensors["gram"][:].tobytes() == record_derived(tmp_path / "thread", "thread", monkeypatch).tensors["gram"][:].tobytes()
     assert sorted(got.keys) == ["gram", "w"] and "gram_norm" in got.summaries
     for step in range(7):
         w = values(step)[K.W].numpy()
@@ -440,6 +444,24 @@ def test_derived_keys_are_computed_by_the_writer(tmp_path, monkeypatch, writer):
     assert not Recording.open(tmp_path / "own").step(0)["gram"].any()
 
 
+class Drifting(TensorKey):
+    """A derived key whose shape changes after the first chunk."""
+    W = "w", ("row", "col"), "weights", True
+    HEAD = "head", ("row", "col"), "weights", True
+
+    @classmethod
+    def derived(cls) -> dict:
+        return {"head": (("w",), lambda b: b["w"][:, :, : 64 if b["w"][0, 0, 0] > -100 else 60])}
+
+
+class Misnamed(TensorKey):
+    W = "w", ("row", "col"), "weights", True
+
+    @classmethod
+    def derived(cls) -> dict:
+        return {"gramm": (("w",), lambda b: b["w"])}
+
+
 def test_a_derivation_of_the_wrong_shape_is_one_clear_error(tmp_path):
     with pytest.raises(ValueError) as e:
         with record(tmp_path / "rec", BadlyDerived, chunk_steps=3) as rec:
@@ -448,6 +470,22 @@ def test_a_derivation_of_the_wrong_shape_is_one_clear_error(tmp_path):
                 rec.commit()
     assert "gram" in one_line(e.value)
     assert Recording.open(tmp_path / "rec").status == "interrupted"
+    # a derivation whose shape changes after the first chunk: refused before those steps are published
+    with pytest.raises(ValueError) as e:
+        with record(tmp_path / "drift", Drifting, chunk_steps=3) as rec:
+            for step in range(9):
+                w = values(step)[K.W]
+                if step >= 3:
+                    w[0, 0] = -1000.0  # (the derivation then gives 60 columns)
+                rec.inspector.capture(Drifting.W, w)
+                rec.commit()
+    assert "head" in one_line(e.value)
+    drift = Recording.open(tmp_path / "drift")
+    assert (drift.steps, drift.status) == (3, "interrupted")
+    assert drift.step(2)["head"].tobytes() == values(2)[K.W].numpy().tobytes()
+    with pytest.raises(ValueError, match="gramm"):  # a derived key the vocabulary does not have: nothing written
+        record(tmp_path / "misnamed", Misnamed)
+    assert not (tmp_path / "misnamed").exists()
 
 
 def test_sigkill_leaves_only_whole_steps(tmp_path):

@@ -31,6 +31,7 @@ export class ChunkStore {
     // ready, the page fetches and decodes the first chunks itself (blosc ones wait: see workerOnly).
     this.workerReady = false;
     this.waiting = [];          // entries held for the worker until it is ready
+    this.workerFailed = null;   // why the worker did not start, if it did not
     this.shards = new ShardCache(32e6);  // for the chunks read on this thread
     // the built shard index: fetched once, here, for the reads on this thread and the worker's
     const built = shardIndex && fetchBuiltIndex(shardIndex, base).catch((err) => {
@@ -45,9 +46,16 @@ export class ChunkStore {
       // nothing more is read here: what was kept of shards goes to the worker (copied, once)
       this.worker.postMessage({ type: "shards", contents: this.shards.contents() });
       this.shards = new ShardCache(32e6);
-      for (const e of this.waiting.splice(0)) this.post(e);
+      for (const w of this.waiting.splice(0)) {
+        if (w.cancelling) this.onMessage({ id: w.id, status: "cancelled" });  // (dropped while it waited)
+        else this.post(w);
+      }
     };
-    this.worker.onerror = (e) => console.error("chunk worker failed:", e.message);
+    this.worker.onerror = (e) => {
+      console.error("chunk worker failed:", e.message);
+      this.workerFailed = `the chunk worker failed (${e.message}); blosc chunks are decoded only there`;
+      for (const w of this.waiting.splice(0)) this.onMessage({ id: w.id, status: "error", message: this.workerFailed });
+    };
     this.worker.postMessage({ type: "init", base, arrays, shardIndex });
     if (built) built.then((buffer) => this.worker.postMessage({ type: "built", buffer }));  // (a copy)
   }
@@ -77,8 +85,9 @@ export class ChunkStore {
   send(e) {
     this.requests++;
     if (this.workerReady) this.post(e);
-    else if (workerOnly(this.arrays[e.array])) this.waiting.push(e);
-    else this.fetchHere(e);
+    else if (!workerOnly(this.arrays[e.array])) this.fetchHere(e);
+    else if (this.workerFailed) this.onMessage({ id: e.id, status: "error", message: this.workerFailed });
+    else this.waiting.push(e);
   }
 
   post(e) {
