@@ -276,6 +276,22 @@ class RecordingHandler(SimpleHTTPRequestHandler):
         if text.isdigit() and int(text) <= 16 * MAX_BODY and not self.headers.get("Transfer-Encoding"):
             self.read_exactly(int(text), keep=False)
 
+    def discard_chunks(self) -> None:
+        """Read and drop a chunked body, up to 16 * MAX_BODY bytes or BODY_TIMEOUT (then stop reading)."""
+        self.connection.settimeout(BODY_TIMEOUT)
+        try:
+            for _ in range(16 * MAX_BODY):
+                size = int(self.rfile.readline(64).split(b";")[0].strip() or b"0", 16)
+                if size == 0 or size > 16 * MAX_BODY:
+                    break
+                self.rfile.read(size + 2)  # (the chunk and its CRLF)
+            while self.rfile.readline(1024).strip():  # (trailer fields, to the blank line)
+                pass
+        except (TimeoutError, ValueError, OSError):
+            pass
+        finally:
+            self.connection.settimeout(self.timeout)
+
     def api_request(self, method: str) -> None:
         api = self.server.api
         if api is None:  # a static server: there is no API (the page never asks one)
@@ -308,6 +324,7 @@ class RecordingHandler(SimpleHTTPRequestHandler):
         """The request body by its Content-Length (none: empty); None when an error was answered instead."""
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
+            self.discard_chunks()  # (read before answering: a client still sending would meet a closed socket)
             self.send_json(HTTPStatus.LENGTH_REQUIRED, {"error": "send the body with a Content-Length"})
             return None
         text = self.headers.get("Content-Length", "0").strip()
