@@ -34,12 +34,12 @@ from capture import format as fmt
 def codecs(rec: Recording) -> dict[str, tuple]:
     blosc = numcodecs.Blosc
     layout = {k: fmt.file_layout(rec.tensors[k]) for k in rec.keys}
-    own = [layout[k].codec if layout[k] else "bytes" for k in rec.keys]  # (in the order of a step's values)
+    own = [(layout[k].codec, layout[k].crc) if layout[k] else ("bytes", False) for k in rec.keys]  # (in a step's order)
     sizes = [int(np.prod(rec.tensors[k].shape[1:])) * rec.tensors[k].dtype.itemsize for k in rec.keys]
     return {
         "each array's own: gzip, blosc lz4 5 byte shuffle, or none (what the recorder writes)": (
-            lambda step: [chosen.encode(c, a) for c, a in zip(own, step)],
-            lambda out: [chosen.decode(c, b, n) for c, b, n in zip(own, out, sizes)]),
+            lambda step: [chosen.encode(c, a, crc) for (c, crc), a in zip(own, step)],
+            lambda out: [chosen.decode(c, b, n, crc) for (c, crc), b, n in zip(own, out, sizes)]),
         "gzip 1 (ISA-L; every array, as before)": (lambda b: igzip.compress(b, 1, mtime=0), igzip.decompress),
         "gzip 0 (ISA-L)": (lambda b: igzip.compress(b, 0, mtime=0), igzip.decompress),
         "gzip 2 (ISA-L)": (lambda b: igzip.compress(b, 2, mtime=0), igzip.decompress),

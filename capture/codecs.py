@@ -14,7 +14,8 @@ Each is charged for its encoding time in bytes of disk (`HANDICAP`, a fraction o
 so a codec is taken only where what it saves pays for its time. The choice looks at the first step
 alone, so it does not depend on how many steps the first write holds (`--chunk-steps`): one run
 gives the same files however it is chunked. Every Zarr reader decodes all three. A gzip chunk
-carries a CRC; a Blosc chunk only its sizes, which `decode` checks. `IsalGzipCodec` and
+carries its own CRC-32; a Blosc or uncompressed one is followed by the `crc32c` codec (four bytes
+of CRC-32C), so a damaged chunk is an error, never wrong values. `IsalGzipCodec` and
 `use_fast_gzip()` make zarr-python encode and decode gzip with ISA-L too.
 """
 
@@ -23,11 +24,12 @@ from __future__ import annotations
 import asyncio
 import struct
 
+import google_crc32c
 import numpy as np
 import zarr
 from isal import igzip
 from numcodecs import blosc
-from zarr.codecs import BloscCodec, GzipCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec
 
 CODECS = ("gzip", "blosc", "bytes")  # "bytes": stored as they are
 GZIP_LEVEL, LZ4_LEVEL = 1, 5
@@ -59,38 +61,49 @@ def use_fast_gzip() -> None:
 
 
 def zarr_codecs(codec: str, itemsize: int) -> list:
-    """The zarr codecs that follow `bytes` for `codec` (none for "bytes")."""
+    """The zarr codecs that follow `bytes` in a large tensor's chunk stored as `codec` (a checksum
+    after all but gzip, which has its own)."""
     if codec == "gzip":
         return [IsalGzipCodec(level=GZIP_LEVEL)]
     if codec == "blosc":
-        return [BloscCodec(cname="lz4", clevel=LZ4_LEVEL, shuffle="shuffle", typesize=itemsize)]
-    return []
+        return [BloscCodec(cname="lz4", clevel=LZ4_LEVEL, shuffle="shuffle", typesize=itemsize), Crc32cCodec()]
+    return [Crc32cCodec()]
 
 
-def codec_of(names: list[dict]) -> str | None:
-    """Which of CODECS a chunk's codec list (as metadata dicts) is, or None if none of them: `bytes`
-    (little endian) then nothing, `gzip`, or `blosc` (any configuration: its frames describe themselves)."""
+def codec_of(names: list[dict]) -> tuple[str, bool] | None:
+    """Which of CODECS a chunk's codec list (as metadata dicts) is, and whether `crc32c` ends it; None
+    if none of them: `bytes` (little endian) then nothing, `gzip` or `blosc` (any configuration: its
+    frames describe themselves), then `crc32c` or not."""
     if not names or names[0]["name"] != "bytes" or names[0].get("configuration", {}).get("endian", "little") != "little":
         return None
     rest = [c["name"] for c in names[1:]]
+    crc = rest[-1:] == ["crc32c"]
+    rest = rest[:-1] if crc else rest
     if not rest:
-        return "bytes"
-    return rest[0] if len(rest) == 1 and rest[0] in ("gzip", "blosc") else None
+        return "bytes", crc
+    return (rest[0], crc) if len(rest) == 1 and rest[0] in ("gzip", "blosc") else None
 
 
-def encode(codec: str, values: np.ndarray) -> bytes:
-    """`values` as `codec` stores them after the `bytes` codec (little endian, C order)."""
+def encode(codec: str, values: np.ndarray, crc: bool = False) -> bytes:
+    """`values` as `codec` stores them after the `bytes` codec (little endian, C order); `crc`: then
+    the `crc32c` codec (the CRC-32C of those bytes, four bytes little endian)."""
     values = np.ascontiguousarray(values, values.dtype.newbyteorder("<"))
     if codec == "gzip":
-        return igzip.compress(values, GZIP_LEVEL, mtime=0)
-    if codec == "blosc":
-        return blosc.compress(values, b"lz4", LZ4_LEVEL, blosc.SHUFFLE, 0)
-    return values.tobytes()
+        data = igzip.compress(values, GZIP_LEVEL, mtime=0)
+    elif codec == "blosc":
+        data = blosc.compress(values, b"lz4", LZ4_LEVEL, blosc.SHUFFLE, 0)
+    else:
+        data = values.tobytes()
+    return data + google_crc32c.value(data).to_bytes(4, "little") if crc else data
 
 
-def decode(codec: str, data: bytes, nbytes: int) -> bytes:
-    """The `nbytes` bytes `codec` stored as `data` (raises ValueError for data that is broken or of
-    another size: a gzip chunk's CRC, a Blosc chunk's header sizes)."""
+def decode(codec: str, data: bytes, nbytes: int, crc: bool = False) -> bytes:
+    """The `nbytes` bytes `codec` stored as `data`, `crc`: with its CRC-32C after them (raises
+    ValueError for data that is damaged or of another size: its CRC, a Blosc header's sizes)."""
+    if crc:
+        if len(data) < 4 or google_crc32c.value(data[:-4]) != int.from_bytes(data[-4:], "little"):
+            raise ValueError(f"crc32c: the chunk's {len(data)} bytes do not match their checksum")
+        data = data[:-4]
     try:
         if codec == "gzip":
             out = igzip.decompress(data)

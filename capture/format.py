@@ -126,6 +126,7 @@ class Files(NamedTuple):
     steps: int  # steps per file
     sharded: bool  # True: one chunk per step, then the shard index; False: one chunk of them all
     codec: str  # how each chunk is stored after `bytes`: one of capture.codecs.CODECS
+    crc: bool = False  # then a `crc32c` checksum (large tensors' Blosc or uncompressed chunks)
 
 
 EMPTY = 2**64 - 1  # a shard index entry (offset, nbytes) of an empty chunk: both this
@@ -146,13 +147,13 @@ def file_layout(arr) -> Files | None:
     codecs = [c.to_dict() for c in arr.metadata.codecs]
     codec = codec_of(codecs)
     if codec is not None:
-        return Files(arr.chunks[0], False, codec)
+        return Files(arr.chunks[0], False, *codec)
     if len(codecs) == 1 and codecs[0]["name"] == "sharding_indexed":
         conf = codecs[0]["configuration"]
         codec = codec_of(list(conf["codecs"]))
         if (codec is not None and list(conf["index_codecs"]) == [_LITTLE_BYTES] and conf.get("index_location", "end") == "end"
                 and tuple(conf["chunk_shape"]) == (1, *arr.shape[1:])):
-            return Files(arr.shards[0], True, codec)
+            return Files(arr.shards[0], True, *codec)
     return None
 
 

@@ -90,9 +90,10 @@ class _Chunker:
     def __init__(self, store: Store, arr: zarr.Array, start_step: int):
         files = fmt.file_layout(arr)
         if files is None:
-            raise ValueError(f"{arr.path} has codecs {arr.metadata.codecs}; this recorder writes bytes(little) [+ gzip or blosc], or shards of them")
-        self.arr, self.per_file, self.sharded, self.codec = arr, files.steps, files.sharded, files.codec
-        self.in_place = store.local is not None and files.codec == "bytes"  # (rows written into the file on disk)
+            raise ValueError(f"{arr.path} has codecs {arr.metadata.codecs}; this recorder writes bytes(little) [+ gzip or blosc] "
+                             f"[+ crc32c], or shards of them")
+        self.arr, self.per_file, self.sharded, self.codec, self.crc = arr, files.steps, files.sharded, files.codec, files.crc
+        self.in_place = store.local is not None and (files.codec, files.crc) == ("bytes", False)  # (rows written into the file on disk)
         self.index, self.dirty = -1, False
         if start_step % self.per_file:  # resuming inside a file: keep its first steps
             self._start(start_step // self.per_file)
@@ -124,17 +125,17 @@ class _Chunker:
         if not self.sharded:
             rows, lo, hi = self.rows, self.lo, self.hi
             self.lo, self.hi = self.per_file, 0
-            if self.codec != "bytes":
-                return _File(key, lambda: codecs.encode(self.codec, rows))
-            if self.written and self.in_place:
+            if not self.in_place:  # (the whole file each time)
+                return _File(key, lambda: codecs.encode(self.codec, rows, self.crc))
+            if self.written:
                 return _File(key, lambda: codecs.encode("bytes", rows[lo:hi]), lo * rows.strides[0])
             self.written = True
             return _File(key, lambda: codecs.encode("bytes", rows))
-        encoded, pending, self.pending, codec = self.encoded, self.pending, {}, self.codec
+        encoded, pending, self.pending, codec, crc = self.encoded, self.pending, {}, self.codec, self.crc
 
         def shard() -> bytes:
             for i, values in pending.items():
-                encoded[i] = codecs.encode(codec, values)
+                encoded[i] = codecs.encode(codec, values, crc)
             return fmt.encode_shard(encoded)
 
         return _File(key, shard)

@@ -184,7 +184,7 @@ def _read_row(store: Store | Path, arr: zarr.Array, files: fmt.Files | None, n: 
             packed = None
         if packed is None:
             return np.full(arr.shape[1:], arr.fill_value, dtype=arr.dtype)
-        values = np.frombuffer(codecs.decode(files.codec, packed, _chunk_bytes(arr)), arr.dtype.newbyteorder("<"))
+        values = np.frombuffer(codecs.decode(files.codec, packed, _chunk_bytes(arr), files.crc), arr.dtype.newbyteorder("<"))
         if not files.sharded:
             values = values.reshape(arr.chunks)[row]
         return values.reshape(arr.shape[1:]).astype(arr.dtype)
@@ -205,11 +205,11 @@ def _read_file(store: Store, arr: zarr.Array, index: int, steps: int) -> np.ndar
     little = dtype.newbyteorder("<")
     try:
         if not files.sharded:
-            values = codecs.decode(files.codec, data, _chunk_bytes(arr))
+            values = codecs.decode(files.codec, data, _chunk_bytes(arr), files.crc)
             return np.frombuffer(values, little).reshape(files.steps, *shape)[:steps].astype(dtype)
         out = np.empty((steps, *shape), dtype=dtype)
         for i, chunk in enumerate(fmt.shard_chunks(data, files.steps)[:steps]):
-            out[i] = arr.fill_value if chunk is None else np.frombuffer(codecs.decode(files.codec, chunk, _chunk_bytes(arr)), little).reshape(shape)
+            out[i] = arr.fill_value if chunk is None else np.frombuffer(codecs.decode(files.codec, chunk, _chunk_bytes(arr), files.crc), little).reshape(shape)
         return out
     except ValueError as e:  # a truncated file, a broken chunk
         raise RecordingError(f"corrupt data in {store.describe(key)}: {' '.join(str(e).split())}"[:300]) from None

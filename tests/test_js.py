@@ -1,7 +1,8 @@
 """The viewer's JS unit tests (tests/js/*.test.mjs), run with node's own test runner.
 
 Some of them read sharded arrays written here by zarr-python itself (every index layout the
-viewer reads, gzip or blosc inner chunks), with the metadata the page builder makes of them, and
+viewer reads; gzip, blosc, blosc then crc32c, or crc32c alone after the inner chunks' bytes), with
+the metadata the page builder makes of them, and
 with the built shard index the page builder writes for them (covering their first BUILT_STEPS
 steps); and plain (unsharded) blosc arrays.
 """
@@ -22,7 +23,7 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, Sharding
 
 from capture.store import open_store
 from conftest import _missing
-from viewer.build import array_meta, shard_index
+from viewer.build import _chunk_codecs, array_meta, shard_index
 
 JS_TESTS = Path(__file__).parent / "js"
 BUILT_STEPS = 25  # the fixture's built shard index covers these: the steps after are read from the shards' indexes
@@ -34,12 +35,13 @@ def blosc(values: np.ndarray) -> BloscCodec:
 
 
 def sharded(group, name: str, values: np.ndarray, shard: int, inner: int, index_codecs, location: str, fill,
-            compressor=None):
+            after_bytes=None):
+    """A sharded array of `values`; its inner chunks' codecs: `bytes`, then `after_bytes` (default: gzip)."""
     per = values.shape[1:]
     arr = group.create_array(
         name, shape=values.shape, chunks=(shard, *per), dtype=values.dtype, compressors=None, fill_value=fill,
         serializer=ShardingCodec(chunk_shape=(inner, *per),
-                                 codecs=[BytesCodec(endian="little"), compressor or GzipCodec(level=1)],
+                                 codecs=[BytesCodec(endian="little"), *(after_bytes or [GzipCodec(level=1)])],
                                  index_codecs=index_codecs, index_location=location),
         dimension_names=["step", *[f"d{i}" for i in range(len(per))]], chunk_key_encoding={"name": "default", "separator": "."})
     arr[:] = values
@@ -73,8 +75,8 @@ def blosc_frames(root: Path, name: str) -> list[tuple[int, int]]:
 
 
 def write_fixture(root: Path) -> None:
-    """Sharded arrays of every index layout, gzip or blosc, with empty inner chunks and a shard never
-    written; a plain blosc array with a chunk never written."""
+    """Sharded arrays of every index layout, gzip, blosc, blosc then crc32c or crc32c alone, with empty
+    inner chunks and a shard never written; a plain blosc array with a chunk never written."""
     rng = np.random.default_rng(0)
     group = zarr.open_group(root, mode="w")
     floats = rng.standard_normal((45, 3, 5)).astype(np.float32)
@@ -95,8 +97,16 @@ def write_fixture(root: Path) -> None:
         values[7] = np.nan    # an empty inner chunk
         values[40:] = np.nan  # a shard never written
         arrays[f"blosc_{dtype}"] = sharded(group, f"blosc_{dtype}", values, 20, 1, [BytesCodec(endian="little")], "end",
-                                           float("nan"), compressor=blosc(values))
-    assert not (root / "end" / "c.2.0.0").exists() and not (root / "blosc_float16" / "c.2.0.0").exists()
+                                           float("nan"), after_bytes=[blosc(values)])
+    # inner chunks with their own crc32c, as the recorder writes large tensors: after blosc, or alone
+    for name, codecs in (("blosc_crc32c", lambda v: [blosc(v), Crc32cCodec()]), ("crc32c", lambda v: [Crc32cCodec()])):
+        values = compressible(rng, (45, 16, 32), "float32")
+        values[7] = np.nan    # an empty inner chunk: a step never written
+        values[40:] = np.nan  # a shard never written
+        arrays[name] = sharded(group, name, values, 20, 1, [BytesCodec(endian="little"), Crc32cCodec()], "end",
+                               float("nan"), after_bytes=codecs(values))
+    for name in ("end", "blosc_float16", "blosc_crc32c", "crc32c"):
+        assert not (root / name / "c.2.0.0").exists(), name
     plain_ints = compressible(rng, (30, 4, 64), "int32")
     plain_ints[16:20] = rng.integers(-2**31, 2**31 - 1, plain_ints[16:20].shape, dtype=np.int32)  # chunk 4: no pattern
     plain_ints[8:12] = -1  # chunk 2 (steps 8 to 11) holds fill values only: zarr writes no file for it
@@ -108,11 +118,12 @@ def write_fixture(root: Path) -> None:
     frames = blosc_frames(root, "blosc_plain_int32")
     assert len(frames) == 7 and all(n == 4 * 4 * 64 * 4 for n, _ in frames), frames
     assert any(c < n // 2 for n, c in frames) and any(c > n for n, c in frames), f"compressed and stored chunks: {frames}"
+    codecs = {"blosc_crc32c": ["bytes", "blosc", "crc32c"], "crc32c": ["bytes", "crc32c"]}
     out, plain_out = {}, {}
     for name, arr in [*arrays.items(), *plain.items()]:
         meta = array_meta(name, arr)
         assert isinstance(meta, dict), meta
-        assert meta["codecs"] == ["bytes", "blosc" if "blosc" in name else "gzip"], meta
+        assert meta["codecs"] == codecs.get(name, ["bytes", "blosc" if "blosc" in name else "gzip"]), meta
         (plain_out if name in plain else out)[name] = {"meta": meta, "steps": step_lists(arr)}
     index, spec = shard_index(open_store(root), {name: a["meta"] for name, a in out.items()}, BUILT_STEPS)
     spec["path"] = "shard-index.bin"
@@ -148,10 +159,13 @@ def test_js_unit_tests_pass(node, tmp_path):
     # every array of the fixture was read, in each of its three ways: none of those tests vanished
     expected = json.loads((tmp_path / "zarr" / "expected.json").read_text())
     arrays, plain = expected["arrays"], expected["plain"]
-    assert len(arrays) == 6 and len(plain) == 1
+    assert len(arrays) == 8 and len(plain) == 1
     for name in arrays:
         passed = re.findall(rf"^\s*ok \d+ - {re.escape(name)} \(", proc.stdout, re.M)
         assert len(passed) == 3, f"{len(passed)} of the 3 tests on {name} passed:\n{proc.stdout[-3000:]}"
+    for name in ("blosc_crc32c", "crc32c"):  # and each of their inner chunks, one byte flipped, was refused
+        passed = re.findall(rf"^\s*ok \d+ - {re.escape(name)}: a flipped byte", proc.stdout, re.M)
+        assert len(passed) == 1, f"the flipped-byte test on {name} did not pass:\n{proc.stdout[-3000:]}"
     for name in plain:
         passed = re.findall(rf"^\s*ok \d+ - {re.escape(name)} \(plain chunks\)", proc.stdout, re.M)
         assert len(passed) == 1, f"the test on {name} did not pass:\n{proc.stdout[-3000:]}"
@@ -169,3 +183,17 @@ def test_js_fixture_tests_fail_without_their_fixture(node, tmp_path):
     assert empty.returncode != 0 and "not ok 1 - the fixture holds arrays" in empty.stdout, empty.stdout
     unset = node_test(node, files, None)
     assert unset.returncode == 0 and re.search(r"^# skipped 1$", unset.stdout, re.M), unset.stdout
+
+
+@pytest.mark.parametrize("names", [["bytes"], ["bytes", "gzip"], ["bytes", "blosc"], ["bytes", "crc32c"],
+                                   ["bytes", "gzip", "crc32c"], ["bytes", "blosc", "crc32c"]])
+def test_chunk_codecs_the_viewer_reads(names):
+    codecs = [{"name": n, "configuration": {"endian": "big"} if n == "bytes" else {}} for n in names]
+    assert _chunk_codecs(codecs) == (names, "big")
+
+
+@pytest.mark.parametrize("names", [[], ["crc32c"], ["gzip"], ["bytes", "zstd"], ["bytes", "crc32c", "gzip"],
+                                   ["bytes", "crc32c", "blosc"], ["bytes", "crc32c", "crc32c"], ["bytes", "gzip", "blosc"],
+                                   ["bytes", "gzip", "blosc", "crc32c"], ["bytes", "zstd", "crc32c"], ["bytes", "bytes"]])
+def test_chunk_codecs_refused(names):
+    assert _chunk_codecs([{"name": n} for n in names]) == f"codecs {names}"

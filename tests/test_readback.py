@@ -125,9 +125,9 @@ def test_an_index_entry_pointing_outside_the_file_is_a_recording_error(damaged):
     assert_corrupt(damaged, 45, file)
 
 
-def test_a_blosc_chunk_with_a_broken_header_is_a_recording_error(damaged):
-    """Blosc chunks carry no checksum, only their sizes: sizes that lie are caught (numcodecs itself
-    would raise a SystemError, or read past the chunk), by step() and by the whole-file path alike."""
+def test_a_damaged_blosc_chunk_is_a_recording_error(damaged):
+    """A Blosc chunk is followed by its CRC-32C: a flipped bit, or header sizes that lie (numcodecs
+    itself would raise a SystemError on some), are errors, by step() and the whole-file path alike."""
     rec = Recording.open(damaged)
     key = next(k for k in rec.keys if (f := fmt.file_layout(rec.tensors[k])) and f.sharded and f.codec == "blosc")
     file = shard_of(damaged, key, 45)
@@ -135,9 +135,12 @@ def test_a_blosc_chunk_with_a_broken_header_is_a_recording_error(damaged):
     n = fmt.SHARD_STEPS
     offset, nbytes = struct.unpack_from("<QQ", data, len(data) - 16 * n + 16 * (45 % n))
     good = bytes(data)
-    for at, value in ((4, 2**31 + 5), (4, 12), (12, nbytes + 1)):  # decoded size: huge, too small; its own size
-        data[:] = good
-        struct.pack_into("<I", data, offset + at, value)
+    for at, value in ((4, 2**31 + 5), (4, 12), (12, nbytes + 1), (nbytes // 2, None)):  # decoded size: huge, too
+        data[:] = good  # small; its own size; one bit in the middle
+        if value is None:
+            data[offset + at] ^= 0x10
+        else:
+            struct.pack_into("<I", data, offset + at, value)
         file.write_bytes(bytes(data))
         assert_corrupt(damaged, 45, file)
         with pytest.raises(RecordingError, match=str(file)):

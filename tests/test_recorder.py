@@ -318,18 +318,24 @@ def test_codecs_are_chosen_from_the_first_step_whatever_the_chunking(bcl_rec, sp
 def test_large_tensors_are_shards_of_20_steps_one_chunk_a_step(bcl_rec, bcl_arrays):
     """30 steps written 7 at a time: two shard files per large array, and each step's chunk holds
     exactly its float32 bytes under the array's own codec, as its zarr.json names it (so any reader
-    of plain gzip or Blosc can take one step out)."""
+    of plain gzip or Blosc can take one step out), Blosc's followed by its CRC-32C."""
     import gzip
 
+    import google_crc32c
     from numcodecs import blosc
 
-    decode = {"gzip": gzip.decompress, "blosc": blosc.decompress, None: bytes}
+    def unblosc(chunk: bytes) -> bytes:
+        assert google_crc32c.value(chunk[:-4]) == int.from_bytes(chunk[-4:], "little")
+        return blosc.decompress(chunk[:-4])
+
+    decode = {"gzip": gzip.decompress, "blosc": unblosc}
     chosen = {}
     for key in ("grad_raw", "batch_images", "rank_score", "som_targets", "in_nbr"):
         folder = bcl_rec / "tensors" / key
         inner = json.loads((folder / "zarr.json").read_text())["codecs"][0]["configuration"]["codecs"]
         assert inner[0] == {"name": "bytes", "configuration": {"endian": "little"}}
-        chosen[key] = inner[1]["name"] if len(inner) > 1 else None
+        chosen[key] = inner[1]["name"]
+        assert [c["name"] for c in inner] == (["bytes", "gzip"] if chosen[key] == "gzip" else ["bytes", "blosc", "crc32c"]), inner
         files = sorted(p for p in folder.iterdir() if p.name != "zarr.json")
         assert [p.name.split(".")[1] for p in files] == ["0", "1"], f"{key}: {files}"
         chunks = _shard(files[0]) + _shard(files[1])
@@ -352,7 +358,13 @@ def test_each_large_tensor_gets_the_codec_that_pays():
     assert [codecs.choose(a[0]) for a in (images, smooth, noise)] == ["gzip", "blosc", "bytes"]
     for codec in codecs.CODECS:
         for values in (images[0], smooth[0], noise[0], smooth[0].astype(np.float16)):
-            assert codecs.decode(codec, codecs.encode(codec, values), values.nbytes) == values.astype(values.dtype.newbyteorder("<")).tobytes()
+            for crc in (False, True):
+                stored = codecs.encode(codec, values, crc)
+                assert codecs.decode(codec, stored, values.nbytes, crc) == values.astype(values.dtype.newbyteorder("<")).tobytes()
+            flipped = bytearray(stored)
+            flipped[len(flipped) // 2] ^= 0x10
+            with pytest.raises(ValueError, match="crc32c"):
+                codecs.decode(codec, bytes(flipped), values.nbytes, crc=True)
     good = codecs.encode("blosc", smooth[0])
     huge = good[:4] + (2**31 + 5).to_bytes(4, "little") + good[8:]  # (numcodecs itself raises SystemError on it)
     for codec, data in [("blosc", good[:100]), ("blosc", huge), ("blosc", good[:8]), ("gzip", codecs.encode("gzip", smooth[0])[:100]),
@@ -379,7 +391,7 @@ def test_chunks_zarr_writes_with_each_codec_read_back_exactly(tmp_path):
                                 serializer=ShardingCodec(chunk_shape=(1, 64, 784), codecs=inner, index_codecs=[BytesCodec()]))
         arr[:6] = values
         files = fmt.file_layout(arr)
-        assert files == fmt.Files(4, True, codec)
+        assert files == fmt.Files(4, True, codec, codec != "gzip")  # (gzip has a CRC of its own)
         for n in range(6):
             assert _read_row(tmp_path / codec, arr, files, n).tobytes() == values[n].tobytes(), (codec, n)
         assert np.isnan(_read_row(tmp_path / codec, arr, files, 7)).all()

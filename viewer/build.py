@@ -69,10 +69,12 @@ def _codec_names(codecs) -> list[str]:
 
 
 def _chunk_codecs(codecs) -> tuple[list[str], str] | str:
-    """`bytes` then at most one compressor, `gzip` or `blosc` (the viewer's zarr.js decodes both; a
-    blosc frame says how it was compressed): (their names, the byte order), or why not."""
+    """`bytes`, then at most one compressor, `gzip` or `blosc` (the viewer's codecs.js decodes both; a
+    blosc frame says how it was compressed), then at most one `crc32c`, last (codecs.js checks it and
+    strips it): (their names, the byte order), or why not."""
     names = _codec_names(codecs)
-    if not names or names[0] != "bytes" or len(names) > 2 or any(c not in COMPRESSORS for c in names[1:]):
+    compressors = names[1:-1] if names[-1:] == ["crc32c"] else names[1:]
+    if not names or names[0] != "bytes" or len(compressors) > 1 or any(c not in COMPRESSORS for c in compressors):
         return f"codecs {names}"
     endian = ((codecs[0].get("configuration") or {}).get("endian")) or "little"
     return names, endian

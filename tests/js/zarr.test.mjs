@@ -3,9 +3,10 @@ import assert from "node:assert/strict";
 import test from "node:test";
 import { gzipSync } from "node:zlib";
 
+import { crc32c } from "../../viewer/static/codecs.js";
 import {
-  chunkCount, chunkIndex, chunkKey, chunkLength, chunkPath, decodeChunk, fillChunk, fromBytes, halfToNumber, parseFill, rowLength,
-  swapBytes,
+  chunkCount, chunkIndex, chunkKey, chunkLength, chunkPath, decodeChunk, fillChunk, fromBytes, halfToNumber, parseFill,
+  rowLength, swapBytes,
 } from "../../viewer/static/zarr.js";
 
 const meta = (over = {}) => ({
@@ -144,4 +145,69 @@ test("decode float16: gzip of little-endian halves, as float32 values", async ()
   const big = Buffer.from(buf);
   for (let i = 0; i < big.length; i += 2) [big[i], big[i + 1]] = [big[i + 1], big[i]];
   assert.equal(fromBytes(big.buffer.slice(big.byteOffset, big.byteOffset + big.length), meta({ dtype: "float16", endian: "big" }))[8], 3.140625);
+});
+
+/** CRC-32C one bit at a time (the definition: reflected polynomial 0x82F63B78), to check the table-driven one against. */
+function crc32cBitwise(bytes) {
+  let c = 0xffffffff;
+  for (const b of bytes) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+  }
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** `bytes` followed by their CRC-32C, little-endian: what zarr's `crc32c` codec writes. */
+function withCrc(bytes) {
+  const out = Buffer.alloc(bytes.length + 4);
+  out.set(bytes);
+  out.writeUInt32LE(crc32cBitwise(bytes), bytes.length);
+  return out;
+}
+
+test("crc32c: the check value of CRC-32C, and the bitwise definition at every length and offset", () => {
+  assert.equal(crc32c(new TextEncoder().encode("123456789")), 0xe3069283);
+  assert.equal(crc32c(new Uint8Array(0)), 0);
+  assert.equal(crc32c(new Uint8Array(32)), 0x8a9136aa);         // RFC 3720 B.4: 32 bytes of zeros
+  assert.equal(crc32c(new Uint8Array(32).fill(0xff)), 0x62a8ab43);  // ... and of ones
+  const bytes = new Uint8Array(300).map((_, i) => (i * 2654435761) >>> 24);
+  for (let from = 0; from < 9; from++) {
+    for (let n = 0; from + n <= bytes.length; n += n < 24 ? 1 : 37) {
+      const part = bytes.subarray(from, from + n);
+      assert.equal(crc32c(part), crc32cBitwise(part), `${n} bytes from ${from}`);
+    }
+  }
+});
+
+test("decode crc32c chunks: checked and stripped, after bytes or after gzip; from a stream or a view", async () => {
+  const values = Array.from({ length: 12 }, (_, i) => i / 4 - 1);
+  const raw = littleEndian(Float32Array, values);
+  assert.deepEqual(Array.from(await decodeChunk(withCrc(raw), meta({ codecs: ["bytes", "crc32c"] }))), values);
+  const gz = meta({ codecs: ["bytes", "gzip", "crc32c"] });
+  assert.deepEqual(Array.from(await decodeChunk(withCrc(gzipSync(raw)), gz)), values);
+  assert.deepEqual(Array.from(await decodeChunk(new Blob([withCrc(gzipSync(raw))]).stream(), gz)), values);
+  const chunk = withCrc(raw);
+  const held = new Uint8Array(chunk.length + 8).fill(7);
+  held.set(chunk, 5);
+  const copy = held.slice();
+  const m = meta({ codecs: ["bytes", "crc32c"] });
+  assert.deepEqual(Array.from(await decodeChunk(held.subarray(5, 5 + chunk.length), m)), values);
+  assert.deepEqual(held, copy, "the held bytes are left as they were");
+  assert.deepEqual(Array.from(await decodeChunk(new Uint8Array(chunk).buffer, m)), values, "an ArrayBuffer");
+});
+
+test("a crc32c chunk with one byte flipped, or too short for its checksum, is an error, never wrong values", async () => {
+  const raw = littleEndian(Float32Array, Array.from({ length: 12 }, (_, i) => i));
+  for (const [codecs, body] of [[["bytes", "crc32c"], raw], [["bytes", "gzip", "crc32c"], gzipSync(raw)]]) {
+    const good = withCrc(body);
+    for (const at of [0, body.length >> 1, body.length - 1, body.length, good.length - 1]) {  // the data, then the CRC
+      const bad = Buffer.from(good);
+      bad[at] ^= 0x10;
+      await assert.rejects(decodeChunk(bad, meta({ codecs })), /crc32c mismatch/, `${codecs} byte ${at} flipped`);
+    }
+    await assert.rejects(decodeChunk(good.subarray(0, good.length - 1), meta({ codecs })), /crc32c/);
+  }
+  for (const n of [0, 3]) {
+    await assert.rejects(decodeChunk(new Uint8Array(n), meta({ codecs: ["bytes", "crc32c"] })), /crc32c chunk of \d bytes is shorter than its checksum/);
+  }
 });

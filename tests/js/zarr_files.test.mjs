@@ -1,14 +1,17 @@
-// Sharded arrays as zarr-python writes them (gzip or blosc inner chunks), and plain blosc arrays,
-// read with the page's metadata as the builder makes it. tests/test_js.py writes the arrays and their expected values into a folder named by
+// Sharded arrays as zarr-python writes them (gzip, blosc, blosc then crc32c, or crc32c inner
+// chunks), and plain blosc arrays, read with the page's metadata as the builder makes it. tests/test_js.py writes the arrays and their expected values into a folder named by
 // ACC_ZARR_FIXTURE, with the built shard index the page builder writes for them (covering their
 // first steps only). Without ACC_ZARR_FIXTURE (a bare `node --test`) they show as one skipped test;
 // a fixture folder that is missing or holds no arrays fails: they never vanish unnoticed.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import test from "node:test";
 
-import { ShardCache, chunkIndex, chunksPerShard, indexRange as rangeOfIndex, indexSize, loadChunk, rowLength, shardOf } from "../../viewer/static/zarr.js";
+import {
+  ShardCache, chunkBytes, chunkIndex, chunkKey, chunksPerShard, decodeChunk, indexBytes, indexRange as rangeOfIndex, indexSize,
+  loadChunk, parseIndex, rowLength, shardOf,
+} from "../../viewer/static/zarr.js";
 
 /** How the log below writes a request for a shard's index (see server()). */
 const indexRange = (m) => (m.index && m.index.location === "start" ? rangeOfIndex(m) : `bytes=-${indexSize(m)}`);
@@ -93,6 +96,28 @@ for (const [name, { meta, steps }] of Object.entries(fixture.arrays)) {
     assert.ok(covered >= per && covered % per !== 0, "the fixture covers a whole shard and part of one");
     const chunks = log.filter((r) => r.range !== indexRange(meta)).length;
     assert.ok(chunks < read.size, `${chunks} requests for ${read.size} chunks: neighbours came along`);
+  });
+}
+
+for (const [name, { meta }] of Object.entries(fixture.arrays).filter(([, a]) => a.meta.codecs.includes("crc32c"))) {
+  test(`${name}: a flipped byte in any inner chunk (its data or its crc32c) is an error`, async () => {
+    let checked = 0;
+    for (let file = 0; existsSync(join(ROOT, name, chunkKey(meta, file))); file++) {
+      const body = new Uint8Array(readFileSync(join(ROOT, name, chunkKey(meta, file))));
+      const entries = parseIndex(indexBytes(body, meta), meta);
+      for (let slot = 0; slot < chunksPerShard(meta); slot++) {
+        const chunk = chunkBytes(body, entries, slot, meta);
+        if (!chunk) continue;
+        await decodeChunk(chunk, meta);  // (as written: it decodes)
+        for (const at of [slot % (chunk.length - 4), chunk.length - 1 - (slot % 4)]) {
+          const bad = chunk.slice();
+          bad[at] ^= 1 << (slot % 8);
+          await assert.rejects(decodeChunk(bad, meta), /crc32c mismatch/, `shard ${file} slot ${slot}, byte ${at} of ${chunk.length}`);
+        }
+        checked++;
+      }
+    }
+    assert.ok(checked >= 30, `${checked} inner chunks checked`);
   });
 }
 

@@ -1,7 +1,7 @@
 // A Zarr v3 chunk reader for what the recording formats write: regular chunk grids, the `bytes`
-// codec then `gzip` or `blosc` (or neither), every data type of DTYPES, either as one file per
-// chunk or inside shards (`sharding_indexed`: one file of several inner chunks, each of whole
-// steps, and an index).
+// codec then `gzip` or `blosc` (or neither) then `crc32c` (or not), every data type of DTYPES,
+// either as one file per chunk or inside shards (`sharding_indexed`: one file of several inner
+// chunks, each of whole steps, and an index).
 // Array metadata comes inlined in the page (the builder copies it from each zarr.json): reading a
 // plain chunk is one fetch; reading an inner chunk is one Range request for its bytes and those of
 // the chunks beside it (kept for the next reads), where the shard index the page builder wrote
@@ -10,6 +10,8 @@
 // the shape of the unit decoded (the inner chunk of a sharded array); `meta.shard` the shard shape
 // or null. No DOM: usable in a worker, on the page and under node; the only state is the
 // ShardCache a caller hands in.
+
+import { decompress } from "./codecs.js";
 
 // data type -> the typed array a chunk decodes to: float16 is widened to float32 as it is decoded,
 // int64 to float64 (exact up to 2^53; JS numbers are doubles), bool to one byte per value
@@ -133,57 +135,6 @@ export function fillChunk(meta) {
   return out;
 }
 
-/** gzip bytes (ArrayBuffer, typed array or ReadableStream) -> ArrayBuffer, by the platform's decoder. */
-export async function gunzip(input) {
-  const decoder = new DecompressionStream("gzip");
-  if (input instanceof ReadableStream) return new Response(input.pipeThrough(decoder)).arrayBuffer();
-  // bytes are written in as they are (a Blob of them would be a round trip through the browser
-  // process, the larger part of decoding a step); they are read, not taken
-  const writer = decoder.writable.getWriter();
-  writer.write(input).catch(() => {});  // (a failure shows in what is read)
-  writer.close().catch(() => {});
-  return new Response(decoder.readable).arrayBuffer();
-}
-
-let BLOSC = null;  // the vendored blosc decoder (a promise of it), imported when the first blosc chunk is met
-
-/**
- * The vendored blosc codec (numcodecs.js: its wasm inlined), imported once, on first use. Its glue
- * makes functions from strings: a page whose CSP forbids eval decodes blosc in a worker (data.js).
- */
-function bloscCodec() {
-  if (!BLOSC) {
-    BLOSC = import("./vendor/numcodecs/blosc.js").then((m) => new m.default())
-      .catch((err) => { BLOSC = null; throw err; });  // (a later chunk tries again)
-  }
-  return BLOSC;
-}
-
-/** The sizes a blosc frame's 16-byte header gives: { nbytes (decoded), cbytes (the frame's own) }. */
-export function bloscSizes(bytes) {
-  if (bytes.length < 16) throw new Error(`a blosc chunk of ${bytes.length} bytes is shorter than its header`);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, 16);
-  return { nbytes: view.getUint32(4, true), cbytes: view.getUint32(12, true) };
-}
-
-/** blosc bytes (ArrayBuffer, typed array or ReadableStream) -> ArrayBuffer, by the vendored decoder (self-describing frames). */
-export async function unblosc(input) {
-  if (input instanceof ReadableStream) input = await new Response(input).arrayBuffer();
-  const bytes = input instanceof ArrayBuffer ? new Uint8Array(input) : new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
-  const { nbytes, cbytes } = bloscSizes(bytes);
-  if (cbytes !== bytes.length) throw new Error(`a blosc chunk of ${bytes.length} bytes, its header says ${cbytes}`);
-  const out = await (await bloscCodec()).decode(bytes);
-  if (out.length !== nbytes) throw new Error(`a blosc chunk decoded to ${out.length} bytes, its header says ${nbytes}`);
-  return out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out.buffer : out.slice().buffer;
-}
-
-/** Undo one compressor of a chunk's codecs: its stored bytes -> what it was given. */
-function decompress(codec, input) {
-  if (codec === "gzip") return gunzip(input);
-  if (codec === "blosc") return unblosc(input);
-  throw new Error(`unsupported codec ${codec}`);
-}
-
 /** Reverse the byte order of each element in place (a big-endian chunk on a little-endian host, or back). */
 export function swapBytes(buffer, size) {
   const b = new Uint8Array(buffer);
@@ -255,8 +206,8 @@ export function indexBytes(body, meta) {
 
 /**
  * A shard index (its crc32c, if any, is not checked: a gzip chunk carries its own CRC, a blosc one
- * its sizes) as a Float64Array of [offset, nbytes] per inner chunk in C order; an empty inner
- * chunk is [-1, -1].
+ * its sizes, a crc32c one its checksum) as a Float64Array of [offset, nbytes] per inner chunk in C
+ * order; an empty inner chunk is [-1, -1].
  */
 export function parseIndex(bytes, meta) {
   const n = chunksPerShard(meta);
