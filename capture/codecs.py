@@ -70,18 +70,25 @@ def zarr_codecs(codec: str, itemsize: int) -> list:
     return [Crc32cCodec()]
 
 
-def codec_of(names: list[dict]) -> tuple[str, bool] | None:
-    """Which of CODECS a chunk's codec list (as metadata dicts) is, and whether `crc32c` ends it; None
-    if none of them: `bytes` (little endian) then nothing, `gzip` or `blosc` (any configuration: its
-    frames describe themselves), then `crc32c` or not."""
-    if not names or names[0]["name"] != "bytes" or names[0].get("configuration", {}).get("endian", "little") != "little":
+def parse(codecs: list[dict]) -> tuple[str, bool, str] | None:
+    """A chunk's codec list (metadata dicts) as (which of CODECS, whether `crc32c` ends it, the byte
+    order) if it is `bytes`, then nothing, `gzip` or `blosc` (any configuration: a Blosc frame
+    describes itself), then `crc32c` or not; else None. The readers here and the viewer's page
+    builder both go by it."""
+    names = [c.get("name") for c in codecs]
+    if names[:1] != ["bytes"]:
         return None
-    rest = [c["name"] for c in names[1:]]
-    crc = rest[-1:] == ["crc32c"]
-    rest = rest[:-1] if crc else rest
-    if not rest:
-        return "bytes", crc
-    return (rest[0], crc) if len(rest) == 1 and rest[0] in ("gzip", "blosc") else None
+    crc = len(names) > 1 and names[-1] == "crc32c"
+    middle = names[1:len(names) - crc]
+    if len(middle) > 1 or any(n not in ("gzip", "blosc") for n in middle):
+        return None
+    return middle[0] if middle else "bytes", crc, (codecs[0].get("configuration") or {}).get("endian") or "little"
+
+
+def codec_of(codecs: list[dict]) -> tuple[str, bool] | None:
+    """`parse`'s (codec, crc) for a little-endian chunk (what this tool's fast readers decode), else None."""
+    parsed = parse(codecs)
+    return parsed[:2] if parsed is not None and parsed[2] == "little" else None
 
 
 def encode(codec: str, values: np.ndarray, crc: bool = False) -> bytes:
@@ -115,9 +122,7 @@ def decode(codec: str, data: bytes, nbytes: int, crc: bool = False) -> bytes:
             out = blosc.decompress(data)
         else:
             out = data
-    except (EOFError, OSError, RuntimeError, SystemError, MemoryError, igzip.igzip_lib.IsalError) as e:
-        raise ValueError(f"{codec}: {e}") from None
-    except ValueError as e:
+    except (ValueError, EOFError, OSError, RuntimeError, SystemError, MemoryError, igzip.igzip_lib.IsalError) as e:
         raise ValueError(f"{codec}: {e}") from None
     if len(out) != nbytes:
         raise ValueError(f"{codec}: {len(out)} bytes, not {nbytes}")

@@ -137,12 +137,13 @@ def file_layout(arr) -> Files | None:
     """The layout of `arr`'s files if it is one this tool writes and reads directly, else None
     (readers then go through zarr). Two layouts, both along the step dimension only:
 
-    - `bytes` (little-endian), alone or then `gzip` or `blosc` (capture.codecs): a file is one chunk
-      of `chunks[0]` steps (small tensors and summaries, uncompressed and written in place as steps
-      come, see recorder._Chunker; gzip in earlier recordings of this format);
-    - `sharding_indexed` of one-step chunks, each `bytes` (little) then `gzip`, `blosc` or nothing,
-      with a `bytes` index at the end: a file is a shard of `shards[0]` steps (large tensors;
-      recorder._Chunker, recording._read_row).
+    - `bytes` (little-endian), alone or then `gzip` or `blosc`, then `crc32c` or not
+      (capture.codecs.parse): a file is one chunk of `chunks[0]` steps (small tensors and summaries,
+      uncompressed and written in place as steps come, see recorder._Chunker; gzip in earlier
+      recordings of this format);
+    - `sharding_indexed` of one-step chunks, each coded as above, with a `bytes` index at the end: a
+      file is a shard of `shards[0]` steps (large tensors: `[bytes, gzip]`, `[bytes, blosc, crc32c]`
+      or `[bytes, crc32c]`; recorder._Chunker, recording._read_row).
     """
     codecs = [c.to_dict() for c in arr.metadata.codecs]
     codec = codec_of(codecs)

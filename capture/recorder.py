@@ -431,9 +431,9 @@ class Recorder:
         if self.derived:
             with _blas().limit(limits=1, user_api="blas"):  # (the same bits whatever the cores, and training's core left alone)
                 blocks = fmt.derive(blocks, self.derived)
-        for key, arr in self.tensors.items():
-            if blocks[key].shape[1:] != arr.shape[1:]:  # (captures are checked as they come; derived keys here)
-                raise ValueError(f"{key}: steps {t0}.. have shape {blocks[key].shape[1:]}, the recording's is {arr.shape[1:]}")
+        for key in self.derived.keys() & self.tensors.keys():  # (captures are checked as they come: RecordingSession)
+            if blocks[key].shape[1:] != self.tensors[key].shape[1:]:
+                raise ValueError(f"{key}: steps {t0}.. have shape {blocks[key].shape[1:]}, the recording's is {self.tensors[key].shape[1:]}")
         t1 = t0 + n
         full = np.array([self.policy.is_full(s) for s in range(t0, t1)])
         if self._specs is None:

@@ -162,9 +162,11 @@ def _zarr_read(store: Store, arr: zarr.Array, where: slice) -> np.ndarray:
                              f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]) from None
 
 
-def _chunk_bytes(arr: zarr.Array) -> int:
-    """The bytes of one decoded chunk of `arr` (the inner chunk of a sharded one)."""
-    return int(np.prod(arr.chunks)) * arr.dtype.itemsize
+def _decoded(arr: zarr.Array, files: fmt.Files, data: bytes) -> np.ndarray:
+    """One stored chunk of `arr` (the inner chunk of a sharded one) as its flat little-endian values
+    (raises ValueError for a damaged one: capture.codecs.decode)."""
+    nbytes = int(np.prod(arr.chunks)) * arr.dtype.itemsize
+    return np.frombuffer(codecs.decode(files.codec, data, nbytes, files.crc), arr.dtype.newbyteorder("<"))
 
 
 def _read_row(store: Store | Path, arr: zarr.Array, files: fmt.Files | None, n: int) -> np.ndarray:
@@ -184,7 +186,7 @@ def _read_row(store: Store | Path, arr: zarr.Array, files: fmt.Files | None, n: 
             packed = None
         if packed is None:
             return np.full(arr.shape[1:], arr.fill_value, dtype=arr.dtype)
-        values = np.frombuffer(codecs.decode(files.codec, packed, _chunk_bytes(arr), files.crc), arr.dtype.newbyteorder("<"))
+        values = _decoded(arr, files, packed)
         if not files.sharded:
             values = values.reshape(arr.chunks)[row]
         return values.reshape(arr.shape[1:]).astype(arr.dtype)
@@ -202,14 +204,12 @@ def _read_file(store: Store, arr: zarr.Array, index: int, steps: int) -> np.ndar
         data = store.get(key)
     except FileNotFoundError:  # no step of this file was written: the fill value
         return np.full((steps, *shape), arr.fill_value, dtype=dtype)
-    little = dtype.newbyteorder("<")
     try:
         if not files.sharded:
-            values = codecs.decode(files.codec, data, _chunk_bytes(arr), files.crc)
-            return np.frombuffer(values, little).reshape(files.steps, *shape)[:steps].astype(dtype)
+            return _decoded(arr, files, data).reshape(files.steps, *shape)[:steps].astype(dtype)
         out = np.empty((steps, *shape), dtype=dtype)
         for i, chunk in enumerate(fmt.shard_chunks(data, files.steps)[:steps]):
-            out[i] = arr.fill_value if chunk is None else np.frombuffer(codecs.decode(files.codec, chunk, _chunk_bytes(arr), files.crc), little).reshape(shape)
+            out[i] = arr.fill_value if chunk is None else _decoded(arr, files, chunk).reshape(shape)
         return out
     except ValueError as e:  # a truncated file, a broken chunk
         raise RecordingError(f"corrupt data in {store.describe(key)}: {' '.join(str(e).split())}"[:300]) from None

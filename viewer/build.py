@@ -22,6 +22,7 @@ import jinja2
 import numpy as np
 
 from capture import format as fmt
+from capture.codecs import parse as parse_codecs
 from capture.recording import Recording
 from capture.store import Store, StoreError, open_store
 from viewer import layout
@@ -61,23 +62,17 @@ def page_layout(rec: Recording) -> layout.Layout:
     return layout.generic_layout(rec.key_table, summaries, sizes)
 
 
-COMPRESSORS = ("gzip", "blosc")  # the compressors the viewer decodes, after `bytes`
-
-
 def _codec_names(codecs) -> list[str]:
     return [c.get("name") if isinstance(c, dict) else str(c) for c in codecs or []]
 
 
 def _chunk_codecs(codecs) -> tuple[list[str], str] | str:
-    """`bytes`, then at most one compressor, `gzip` or `blosc` (the viewer's codecs.js decodes both; a
-    blosc frame says how it was compressed), then at most one `crc32c`, last (codecs.js checks it and
-    strips it): (their names, the byte order), or why not."""
+    """The codec lists the recorder writes and reads (`capture.codecs.parse`: `bytes`, then `gzip` or
+    `blosc` or neither, then `crc32c` or not; the viewer's codecs.js undoes each): (their names, the
+    byte order), or why not."""
     names = _codec_names(codecs)
-    compressors = names[1:-1] if names[-1:] == ["crc32c"] else names[1:]
-    if not names or names[0] != "bytes" or len(compressors) > 1 or any(c not in COMPRESSORS for c in compressors):
-        return f"codecs {names}"
-    endian = ((codecs[0].get("configuration") or {}).get("endian")) or "little"
-    return names, endian
+    parsed = parse_codecs([c if isinstance(c, dict) else {"name": str(c)} for c in codecs or []])
+    return f"codecs {names}" if parsed is None else (names, parsed[2])
 
 
 def _shard_layout(shape: list[int], shard: list[int], config: dict) -> dict | str:
