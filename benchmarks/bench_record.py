@@ -41,8 +41,8 @@ def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None,
     """ms per step of the loop alone, in steady state, for each side in each of `rounds` rounds: plain
     training, training with captures (nothing written), and recording every key, with
     `--full-every 1000`, and with `--keys loss`; and plain training on the threads a recording
-    leaves it (one fewer: the writer's core). Every side is built and warmed up first (two chunks),
-    then the sides take turns, `steps` steps each per round, so a slow spell of the machine falls on
+    leaves it while its writer works (capture.runner.thread_counts). Every side is built and warmed
+    up first (two chunks), then the sides take turns, `steps` steps each per round, so a slow spell of the machine falls on
     every side alike; a recording side's time counts the writing of what is still queued at the end
     of its turn. `threads`: torch threads of the recording sides (None: what `run` uses).
     Returns each side's ms per step in each round, and the CPU ms per step of the training process
@@ -53,7 +53,7 @@ def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None,
     from acc.recipe import InspectorHooks, build_run
     from acc.step_inspector import StepInspector, StepTensorKey
     from capture import record
-    from capture.runner import train_and_record
+    from capture.runner import thread_counts, train_and_record
 
     cfg = make_config("bcl-slow")
     threads_plain = torch.get_num_threads()
@@ -63,11 +63,11 @@ def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None,
     plain.trainer.train(2 * chunk)
     sides["plain"] = lambda: plain.trainer.train(steps)
 
-    fewer = build_run(cfg, seed=0)  # what recording leaves training: one thread fewer (the writer's core)
+    fewer = build_run(cfg, seed=0)  # what recording leaves training while its writer works
     fewer.trainer.train(2 * chunk)
 
     def plain_fewer() -> None:
-        torch.set_num_threads(threads or max(1, threads_plain - 1))
+        torch.set_num_threads(threads or thread_counts(threads_plain)[0])
         fewer.trainer.train(steps)
 
     sides["plain, one thread fewer"] = plain_fewer
@@ -200,7 +200,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6, help="turns of each side in steady state")
     ap.add_argument("--steady-only", action="store_true",
                     help="only the steady-state table (e.g. under `taskset -c 0` for one core)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads while recording [default: as `run`]")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads while recording, throughout [default: as `run`]")
     ap.add_argument("--chunk-steps", type=int, default=20, help="steps a chunk, as `run --chunk-steps`")
     ap.add_argument("--dir", type=Path, default=Path("recordings"),
                     help="where the temporary recordings go [default: recordings/, where `run` records]")

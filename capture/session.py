@@ -62,6 +62,11 @@ class RecordingSession:
         return self.recorder.path
 
     @property
+    def writing(self) -> bool:
+        """The writer has committed steps in hand, still to be written."""
+        return self._writer.busy
+
+    @property
     def steps_completed(self) -> int:
         """Steps written and published (committed steps may still be on their way)."""
         return self._writer.steps_completed

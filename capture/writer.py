@@ -128,6 +128,11 @@ class ThreadWriter:
             self._busy.add(index)
         self._queue.put((index, t0, n, state))
 
+    @property
+    def busy(self) -> bool:
+        """Blocks handed over are still being written."""
+        return bool(self._busy)
+
     def free(self, index: int) -> None:
         """Wait until block `index` is written (raises the writer's error)."""
         with self._done:
@@ -218,6 +223,11 @@ class ProcessWriter:
         self._busy.add(index)
         values = None if self.ring.fd is not None else self.ring.block(index, n)  # (a private ring: sent)
         self._send(("write", index, t0, n, state, values))
+
+    @property
+    def busy(self) -> bool:
+        self._pump()
+        return bool(self._busy)
 
     def free(self, index: int) -> None:
         while index in self._busy:

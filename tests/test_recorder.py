@@ -111,6 +111,57 @@ def test_different_seed_different_arrays(runs, bcl_arrays):
         assert not np.array_equal(a[name][:2], b[name][:2]), f"{name} is the same with seed 1 and seed 0"
 
 
+def _train_and_capture(steps: int, threads) -> list[dict[str, np.ndarray]]:
+    """bcl-slow, seed 0: every captured key of each step, training on `threads(step)` torch threads."""
+    import torch
+
+    from acc.conditions import make_config
+    from acc.recipe import InspectorHooks, build_run
+    from acc.step_inspector import StepInspector
+
+    run, inspector, before = build_run(make_config("bcl-slow"), seed=0), StepInspector(), torch.get_num_threads()
+    hooks, out = InspectorHooks(run, inspector), []
+    try:
+        for step in range(steps):
+            torch.set_num_threads(threads(step))
+            run.trainer.train(1, hooks.metrics_fn)
+            ((_, captures),) = inspector.drain()
+            out.append({k.value: v.numpy().copy() for k, v in captures.items()})
+    finally:
+        torch.set_num_threads(before)
+        hooks.remove()
+    return out
+
+
+def test_training_gives_the_same_bits_on_any_power_of_two_threads():
+    """capture.runner trains on 1 thread while the writer works and on 2 while it waits (on 2 cores):
+    which steps get which is a matter of timing, so every captured value must be the same either way
+    (nn.L1Loss's mean was not: its last bits followed the thread count)."""
+    one = _train_and_capture(40, lambda s: 1)
+    for name, threads in (("2 threads", lambda s: 2), ("4 threads", lambda s: 4),
+                          ("1, 2 and 4 by turns", lambda s: (1, 2, 4)[s // 3 % 3])):
+        other = _train_and_capture(40, threads)
+        for step, (a, b) in enumerate(zip(one, other)):
+            for key in a:
+                assert a[key].tobytes() == b[key].tobytes(), f"{name}: {key} differs at step {step}"
+
+
+def test_a_recording_is_the_run_plain_training_makes(bcl_arrays):
+    """Recording changes nothing in training: the fixture's losses and weights are those of the same
+    run trained without capture, on every core, bit for bit."""
+    from acc.conditions import make_config
+    from acc.recipe import build_run
+
+    run = build_run(make_config("bcl-slow"), seed=0)
+    losses = []
+    for _ in range(30):
+        run.trainer.train(1)
+        losses.append(run.trainer.loss.item())
+    assert np.array(losses, dtype=np.float32).tobytes() == bcl_arrays["summary/loss"].tobytes()
+    weights = run.trainer.model.encoder[0].weight.detach().numpy()
+    assert weights.tobytes() == bcl_arrays["tensors/encoder_weights_post"][29].tobytes()
+
+
 def test_default_out_is_the_next_free_run(runs):
     recs = runs["cwd"] / "recordings"
     assert sorted(p.name for p in recs.iterdir()) == ["run1", "run2"]
