@@ -6,7 +6,7 @@ import fcntl
 import os
 import struct
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
@@ -41,11 +41,10 @@ def fill_value(dtype: np.dtype):
     return {"f": float("nan"), "i": -1, "u": 0, "b": False}[dtype.kind]
 
 
-def _nonfinite(blocks: dict, norms: dict[str, np.ndarray]) -> np.ndarray:
-    """[n]: NaN/Inf count per step over every float tensor. A step of a tensor whose norm (`norms`
+def _nonfinite(blocks: dict, norms: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """[n]: NaN/Inf count per step over the float tensors of `blocks`. A step of a tensor whose norm (`norms`
     by key; summed in float64, where squares of float32 values cannot overflow) is finite has none;
     the others, and the float scalars, are counted exactly."""
-    n = len(next(iter(blocks.values())))
     counts = np.zeros(n, dtype=np.int64)
     for key, b in blocks.items():
         if b.dtype.kind != "f":
@@ -67,18 +66,21 @@ class _Norm:
         return frobenius(blocks[self.key])
 
 
-def summaries(captured: dict[str, tuple[tuple[int, ...], np.dtype]], own: dict[str, Summary]) -> dict[str, Summary]:
+def summaries(captured: dict[str, tuple[tuple[int, ...], np.dtype]], own: dict[str, Summary],
+              derived: Iterable[str] = ()) -> dict[str, Summary]:
     """The summaries of a recording whose steps capture `captured` ({key: (shape, dtype)}): every
-    scalar key, the Frobenius norm (`<key>_norm`) of every float tensor, the non-finite count, and
-    those of the vocabulary's `own` summaries whose keys are all captured."""
+    scalar key, the Frobenius norm (`<key>_norm`) of every float tensor but the `derived` ones (the
+    writer derives those only at the steps it stores), the non-finite count, and those of the
+    vocabulary's `own` summaries whose keys are all captured."""
     out: dict[str, Summary] = {}
     for key, (shape, dtype) in captured.items():
         if not shape:
             out[key] = ((), str(dtype), (key,), (lambda b, k=key: b[k]))
-        elif dtype.kind == "f":
+        elif dtype.kind == "f" and key not in derived:
             out[f"{key}_norm"] = ((), "float32", (key,), _Norm(key))
     out.update({name: s for name, s in own.items() if set(s[2]) <= set(captured)})
-    out[NONFINITE] = ((), "int32", (), None)  # (from the others: see summarize)
+    floats = tuple(k for k, (_, dtype) in captured.items() if dtype.kind == "f" and k not in derived)
+    out[NONFINITE] = ((), "int32", floats, None)  # (from the norms: see summarize)
     return out
 
 
@@ -101,7 +103,8 @@ def summarize(blocks: dict, specs: dict[str, Summary]) -> dict[str, np.ndarray]:
     out = {name: np.asarray(fn(blocks), dtype=dtype) for name, (_, dtype, _, fn) in specs.items() if name != NONFINITE}
     if NONFINITE in specs:
         norms = {s[3].key: out[name] for name, s in specs.items() if isinstance(s[3], _Norm)}
-        out[NONFINITE] = _nonfinite(blocks, norms).astype(specs[NONFINITE][1])
+        floats = {k: blocks[k] for k in specs[NONFINITE][2]}
+        out[NONFINITE] = _nonfinite(floats, norms, len(next(iter(blocks.values())))).astype(specs[NONFINITE][1])
     return out
 
 

@@ -428,28 +428,30 @@ class Recorder:
             return
         if t0 != self.steps_completed:
             raise RuntimeError(f"steps out of order: expected step {self.steps_completed}, got {t0}")
-        if self.derived:
-            with _blas().limit(limits=1, user_api="blas"):  # (the same bits whatever the cores, and training's core left alone)
-                blocks = fmt.derive(blocks, self.derived)
+        t1 = t0 + n
+        full = np.array([self.policy.is_full(s) for s in range(t0, t1)])
+        new = not self.tensors and not self.summaries
+        if self._specs is None:
+            with _blas().limit(limits=1, user_api="blas"):
+                first = fmt.derive({k: v[:1] for k, v in blocks.items()}, self.derived)  # (every key's shape)
+            own = fmt.summaries({k: (v.shape[1:], v.dtype) for k, v in first.items()}, self.own,
+                                derived=first.keys() - blocks.keys() if new else ())
+            # a new recording's summaries; or, appending, those of the recording's this tool computes
+            self._specs = own if new else {n: s for n, s in own.items() if n in self.summaries}
+        blocks = self._derive(blocks, full | (np.arange(n) == 0) if new else full)
         for key in self.derived.keys() & self.tensors.keys():  # (captures are checked as they come: RecordingSession)
             if blocks[key].shape[1:] != self.tensors[key].shape[1:]:
                 raise ValueError(f"{key}: steps {t0}.. have shape {blocks[key].shape[1:]}, the recording's is {self.tensors[key].shape[1:]}")
-        t1 = t0 + n
-        full = np.array([self.policy.is_full(s) for s in range(t0, t1)])
-        if self._specs is None:
-            own = fmt.summaries({k: (v.shape[1:], v.dtype) for k, v in blocks.items()}, self.own)
-            if not self.tensors and not self.summaries:
-                self._specs = own
-                self._allocate(blocks, t1)
-            else:  # (appending) those of the recording's summaries this tool computes
-                self._specs = {n: s for n, s in own.items() if n in self.summaries}
+        if new:
+            self._allocate(blocks, t1)
         self._reserve(t1)
         files = []  # (store key, its encoder): encoded and written concurrently
         for key, arr in self.tensors.items():
             files += self._chunkers[arr.path].files(t0, blocks[key], full)
 
         def summary_files() -> list[_File]:  # (while the tensors' files are encoded)
-            sums = fmt.summarize(blocks, self._specs)
+            with _blas().limit(limits=1, user_api="blas"):
+                sums = fmt.summarize(blocks, self._specs)
             sums[fmt.FULL_CAPTURE] = full
             return [file for name, values in sums.items() if name in self.summaries
                     for file in self._chunkers[self.summaries[name].path].files(t0, values, None)]
@@ -465,6 +467,29 @@ class Recorder:
         if state is not None:
             self.store.delete(_state_key(self._saved))  # (superseded; a missing one is no error)
             self._saved = t1
+
+    def _derive(self, blocks: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+        """`blocks` with the derived keys added that a summary needs, at every step, and those the
+        recording stores, at `rows` only (the steps whose tensors it keeps, and a new recording's
+        first step, whose values make the arrays); their other rows are left unset: nothing reads them."""
+        if not self.derived:
+            return blocks
+        needed = {k for s in self._specs.values() for k in s[2]}
+        only = self.policy.only
+        stored = self.tensors.keys() if self.tensors else {k for k in self.derived if only is None or k in only}
+        every = {k: d for k, d in self.derived.items() if k in needed}
+        some = {k: d for k, d in self.derived.items() if k in stored and k not in needed}
+        with _blas().limit(limits=1, user_api="blas"):  # (the same bits whatever the cores, and training's core left alone)
+            out = fmt.derive(blocks, every)
+            if not some or rows.all():
+                return fmt.derive(out, some)
+            if rows.any():
+                inputs = {k for needs, _ in some.values() for k in needs}
+                part = fmt.derive({k: out[k][rows] for k in inputs if k in out}, some)
+                for key in part.keys() - out.keys():
+                    out[key] = np.empty((len(rows), *part[key].shape[1:]), part[key].dtype)
+                    out[key][rows] = part[key]
+        return out
 
     def _write_meta(self) -> None:
         """The root attributes (`steps_completed` among them): the group's zarr.json, one atomic put."""

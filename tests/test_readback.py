@@ -190,12 +190,13 @@ def test_a_float16_recording_resumes_as_float16(recs):
 # -- a run that diverges -----------------------------------------------------------------------------
 
 def counted_nonfinite(path: Path) -> np.ndarray:
-    """NaN and Inf per step over every float tensor, counted here with plain zarr."""
+    """NaN and Inf per step over every captured float tensor (not the derived cosine matrices),
+    counted here with plain zarr."""
     root = zarr.open_group(path, mode="r")
     steps = root.attrs["acc_capture"]["steps_completed"]
     counts = np.zeros(steps, dtype=np.int64)
-    for _, arr in root["tensors"].arrays():
-        if arr.dtype.kind == "f":
+    for name, arr in root["tensors"].arrays():
+        if arr.dtype.kind == "f" and "cosine_matrix" not in name:
             counts += (~np.isfinite(arr[:steps])).reshape(steps, -1).sum(axis=1)
     return counts
 

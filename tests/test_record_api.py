@@ -431,17 +431,76 @@ def test_derived_keys_are_computed_by_the_writer(tmp_path, monkeypatch):
     got = record_derived(tmp_path / "rec", "process", monkeypatch)
     # the same bits from a writer thread in this process (its BLAS on one thread, as the process's)
     assert got.tensors["gram"][:].tobytes() == record_derived(tmp_path / "thread", "thread", monkeypatch).tensors["gram"][:].tobytes()
-    assert sorted(got.keys) == ["gram", "w"] and "gram_norm" in got.summaries
+    assert sorted(got.keys) == ["gram", "w"]
+    assert "w_norm" in got.summaries and "gram_norm" not in got.summaries  # (derived only at the steps stored)
     for step in range(7):
         w = values(step)[K.W].numpy()
         np.testing.assert_allclose(got.step(step)["gram"], w @ w.T, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(got.summary("gram_norm"), np.linalg.norm(got.tensors["gram"][:].reshape(7, -1), axis=1), rtol=1e-6)
     # a derived key the loop captures itself is stored as captured
     with record(tmp_path / "own", Derived, chunk_steps=3) as rec:
         rec.inspector.capture(Derived.W, values(0)[K.W])
         rec.inspector.capture(Derived.GRAM, torch.zeros(32, 32))
         rec.commit()
     assert not Recording.open(tmp_path / "own").step(0)["gram"].any()
+
+
+DERIVED_STEPS: list[int] = []  # how many steps each derivation of Counted's `gram` was given (a writer thread's)
+
+
+class Counted(TensorKey):
+    """Derived's vocabulary, counting the steps its derivation is given."""
+    W = "w", ("row", "col"), "weights", True
+    GRAM = "gram", ("row", "other_row"), "heatmap", True
+
+    @classmethod
+    def derived(cls) -> dict:
+        def gram(b):
+            DERIVED_STEPS.append(len(b["w"]))
+            return b["w"] @ b["w"].transpose(0, 2, 1)
+        return {"gram": (("w",), gram)}
+
+
+class DerivedSummed(TensorKey):
+    """Counted's vocabulary with a summary of the derived key: its trace."""
+    W = "w", ("row", "col"), "weights", True
+    GRAM = "gram", ("row", "other_row"), "heatmap", True
+
+    @classmethod
+    def derived(cls) -> dict:
+        return Counted.derived()
+
+    @classmethod
+    def summaries(cls) -> dict:
+        return {"gram_trace": ((), "float32", ("gram",), lambda b: np.trace(b["gram"], axis1=1, axis2=2))}
+
+
+def test_a_derived_key_is_derived_where_it_is_stored_or_summarised(tmp_path, monkeypatch):
+    """Under --full-every 3 the writer derives `gram` at steps 0, 3 and 6 only (the others read as the
+    fill value), unless a summary needs it: then at every step; with only=[w], at none (but the first
+    write's first step, which gives every key's shape)."""
+    monkeypatch.setenv("ACC_CAPTURE_WRITER", "thread")  # (DERIVED_STEPS is this process's)
+    for vocabulary, policy, name, steps in ((Counted, {"full_every": 3}, "sparse", [1, 2, 1]),
+                                            (DerivedSummed, {"full_every": 3}, "summed", [1, 4, 3]),
+                                            (Counted, {"only": [Counted.W]}, "w only", [1])):
+        DERIVED_STEPS.clear()
+        with record(tmp_path / name, vocabulary, chunk_steps=4, **policy) as rec:
+            for step in range(7):
+                rec.inspector.capture(vocabulary.W, values(step)[K.W])
+                rec.commit()
+        assert DERIVED_STEPS == steps, name
+        got = Recording.open(tmp_path / name)
+        w = np.stack([values(step)[K.W].numpy() for step in range(7)])
+        if name == "w only":
+            assert got.keys == ["w"]
+            continue
+        gram = got.tensors["gram"][:]
+        for step in range(7):
+            if step % 3:
+                assert np.isnan(gram[step]).all(), (name, step)
+            else:
+                np.testing.assert_allclose(gram[step], w[step] @ w[step].T, rtol=1e-5, atol=1e-4)
+        if name == "summed":
+            np.testing.assert_allclose(got.summary("gram_trace"), (w.astype(np.float64) ** 2).sum(axis=(1, 2)), rtol=1e-5)
 
 
 class Drifting(TensorKey):
