@@ -483,12 +483,14 @@ class Recorder:
             out = fmt.derive(blocks, every)
             if not some or rows.all():
                 return fmt.derive(out, some)
-            if rows.any():
-                inputs = {k for needs, _ in some.values() for k in needs}
-                part = fmt.derive({k: out[k][rows] for k in inputs if k in out}, some)
-                for key in part.keys() - out.keys():
+            inputs = {k for needs, _ in some.values() for k in needs}
+            part = fmt.derive({k: out[k][rows] for k in inputs if k in out}, some) if rows.any() else {}
+            for key in some.keys() - out.keys():
+                if key in part:
                     out[key] = np.empty((len(rows), *part[key].shape[1:]), part[key].dtype)
                     out[key][rows] = part[key]
+                elif key in self.tensors:  # (no step of these is kept)
+                    out[key] = np.empty((len(rows), *self.tensors[key].shape[1:]), self.tensors[key].dtype)
         return out
 
     def _write_meta(self) -> None:

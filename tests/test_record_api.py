@@ -479,11 +479,11 @@ def test_a_derived_key_is_derived_where_it_is_stored_or_summarised(tmp_path, mon
     fill value), unless a summary needs it: then at every step; with only=[w], at none (but the first
     write's first step, which gives every key's shape)."""
     monkeypatch.setenv("ACC_CAPTURE_WRITER", "thread")  # (DERIVED_STEPS is this process's)
-    for vocabulary, policy, name, steps in ((Counted, {"full_every": 3}, "sparse", [1, 2, 1]),
-                                            (DerivedSummed, {"full_every": 3}, "summed", [1, 4, 3]),
+    for vocabulary, policy, name, steps in ((Counted, {"full_every": 3}, "sparse", [1, 1, 1, 1]),
+                                            (DerivedSummed, {"full_every": 3}, "summed", [1, 2, 2, 2, 1]),
                                             (Counted, {"only": [Counted.W]}, "w only", [1])):
-        DERIVED_STEPS.clear()
-        with record(tmp_path / name, vocabulary, chunk_steps=4, **policy) as rec:
+        DERIVED_STEPS.clear()  # (chunks of 2 steps: 0 1, 2 3, 4 5 with none kept, 6)
+        with record(tmp_path / name, vocabulary, chunk_steps=2, **policy) as rec:
             for step in range(7):
                 rec.inspector.capture(vocabulary.W, values(step)[K.W])
                 rec.commit()
