@@ -13,6 +13,7 @@ quiet machine: other processes on the two cores distort it. Recordings go to a t
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -101,6 +102,7 @@ def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None,
         session.sync()
         sides[name] = recording
 
+    gc.freeze()  # (as `run` does: start-up's objects out of the garbage collector's full passes)
     out: dict[str, list[float]] = {name: [] for name in sides}
     cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}  # (training process, writer process)
     try:

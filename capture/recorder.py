@@ -220,12 +220,18 @@ def _state_key(step: int) -> str:
     return f"{fmt.STATE_GROUP}/step-{step:08d}.pt"
 
 
-def state_bytes(state: dict) -> bytes:
-    """A training state as the bytes `save_state` writes (torch.save; loaded with weights_only=True)."""
+def save_state_to(file, state: dict) -> None:
+    """Serialise a training state into a binary file object, as `save_state` stores it (torch.save;
+    loaded with weights_only=True)."""
     import torch
 
+    torch.save(state, file)
+
+
+def state_bytes(state: dict) -> bytes:
+    """A training state as the bytes `save_state` writes."""
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    save_state_to(buffer, state)
     return buffer.getvalue()
 
 

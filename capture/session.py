@@ -30,7 +30,7 @@ import torch
 
 from acc.step_inspector import CaptureError, StepInspector, TensorKey
 from capture import format as fmt
-from capture.recorder import Policy, Recorder, state_bytes
+from capture.recorder import Policy, Recorder
 from capture.store import Store, is_url, open_store
 from capture.writer import Ring, start_writer
 
@@ -174,7 +174,7 @@ class RecordingSession:
         """Hand the committed steps to the writer, with the training state after them (for resume)."""
         if not self._n:
             return
-        self._writer.submit(self._block, self._t0, self._n, None if state is None else state_bytes(state))
+        self._writer.submit(self._block, self._t0, self._n, state)  # (the writer serialises the state at once)
         self._t0 += self._n
         self._n = 0
         self._block = (self._block + 1) % self._ring.blocks

@@ -75,6 +75,28 @@ def test_the_process_writer_writes_what_the_thread_writer_writes(tmp_path, monke
     assert np.array_equal(rec.summary("loss"), [values(s)[Keys.LOSS].item() for s in range(30)])
 
 
+def test_each_training_state_reaches_the_writer_process_whole(tmp_path):
+    """A chunk's training state goes to the writer process through a memfd of its ring block, used
+    again two chunks later: a smaller state after a larger one is saved as exactly its own bytes."""
+    from capture.recorder import state_bytes
+
+    path = tmp_path / "states"
+    with record(path, Keys) as rec:
+        assert isinstance(rec._writer, ProcessWriter)
+        rec.flush_by_hand(2)
+        for step in range(12):
+            for key, value in values(step).items():
+                rec.inspector.capture(key, value)
+            rec.commit()
+            if step % 2:
+                state = {"step": step + 1, "w": torch.arange((step % 4 + 1) * 100_000, dtype=torch.float32) * step}
+                rec.flush(state)
+                rec.sync()
+                saved = (path / "state" / f"step-{step + 1:08d}.pt").read_bytes()
+                assert saved == state_bytes(state), f"the state after step {step}"
+                assert torch.equal(torch.load(path / "state" / f"step-{step + 1:08d}.pt", weights_only=True)["w"], state["w"])
+
+
 @pytest.mark.parametrize("refused", [None, "open", "open, not supported", "write"])
 def test_large_files_are_written_exactly_past_the_page_cache_or_the_usual_way(tmp_path, monkeypatch, refused):
     if refused is None:
