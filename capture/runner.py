@@ -34,8 +34,8 @@ def train_and_record(run: Run, session: RecordingSession, steps: int, chunk_step
     """Train `steps` steps of `run`, `chunk_steps` at a time; each chunk is written while the next trains.
 
     `on_progress(n)` is called as each chunk of n steps has trained. Training uses `thread_counts`
-    of the cores torch has, chosen after each step by whether the writer is working; `threads`: that
-    many threads throughout.
+    of the cores torch has, chosen after each step and each hand-over by whether the writer is
+    working; `threads`: that many threads throughout.
     """
     session.flush_by_hand(chunk_steps)  # flushed here, with the state that continues after the chunk
     before = torch.get_num_threads()
@@ -43,13 +43,16 @@ def train_and_record(run: Run, session: RecordingSession, steps: int, chunk_step
     now = working
     torch.set_num_threads(now)
 
-    def commit() -> None:
+    def follow_the_writer() -> None:
         nonlocal now
-        session.commit()
         wanted = working if session.writing else waiting
         if wanted != now:
             torch.set_num_threads(wanted)
             now = wanted
+
+    def commit() -> None:
+        session.commit()
+        follow_the_writer()
 
     hooks = InspectorHooks(run, session.inspector, commit=commit)
     try:
@@ -58,6 +61,7 @@ def train_and_record(run: Run, session: RecordingSession, steps: int, chunk_step
             n = min(chunk_steps, steps - done)
             run.trainer.train(n, training_metrics_fn=hooks.metrics_fn)
             session.flush(run.state_dict(copy=False))  # (serialised at once)
+            follow_the_writer()  # (it has a chunk to write now)
             done += n
             if on_progress:
                 on_progress(n)

@@ -223,8 +223,7 @@ class ProcessWriter:
         """Hand block `index` over, with the training state after it serialised into the block's
         memfd (made once, its pages used again; see `_state_memfd`); the message only says its size.
         A message is read only when the writer is done with the one before: 1.7 MB of state in it
-        kept training waiting (0.9 ms a step, every key), and a fresh 1.7 MB buffer for it each chunk
-        cost another 0.3 ms a step on this machine's virtual memory."""
+        kept training waiting (0.9 ms a step, every key)."""
         self._pump()
         self._raise()
         self._busy.add(index)
