@@ -47,8 +47,6 @@ def _nonfinite(blocks: dict, norms: dict[str, np.ndarray], n: int) -> np.ndarray
     the others, and the float scalars, are counted exactly."""
     counts = np.zeros(n, dtype=np.int64)
     for key, b in blocks.items():
-        if b.dtype.kind != "f":
-            continue
         check = b if b.ndim == 1 else norms.get(key)
         bad = ~np.isfinite(check) if check is not None else np.ones(n, dtype=bool)
         if bad.any():

@@ -306,6 +306,8 @@ class Recorder:
         self.summaries = dict(root["summary"].arrays())
         self.capacity = min((a.shape[0] for a in [*self.tensors.values(), *self.summaries.values()]), default=0)
         self._specs: dict[str, fmt.Summary] | None = None  # the summaries computed, known at the first write
+        self._derived_every: dict = {}  # the derived keys made at every step (a summary needs them), and
+        self._derived_kept: dict = {}   # those made only at the steps kept; both known at the first write
         self._chunkers = {arr.path: _Chunker(self.store, arr, self.steps_completed)
                           for arr in [*self.tensors.values(), *self.summaries.values()]}
         self._saved = self.steps_completed  # the step of the newest training state (there may be none)
@@ -388,7 +390,8 @@ class Recorder:
             self._resize(max(steps, self.expect_steps, 2 * self.capacity, 64))
 
     def _allocate(self, first: dict[str, np.ndarray], n: int) -> None:
-        """Make the arrays of a new recording from the first steps' stacked captures."""
+        """Make the arrays of a new recording from its first step (`first`: every key's value, derived
+        keys too, stacked [1, ...]); `n` steps are coming."""
         table = {e["key"]: e for e in self.meta["key_table"]}
         captured = {k: (v.shape[1:], v.dtype) for k, v in first.items()}
         sizes = {"step": 0}
@@ -428,36 +431,42 @@ class Recorder:
 
     def write(self, t0: int, blocks: dict[str, np.ndarray], state: dict | bytes | None = None) -> None:
         """Append steps t0.. (`blocks`: each captured key's values of those steps, stacked: [n, ...];
-        t0 must be steps_completed) and the training state after them; then publish them."""
+        t0 must be steps_completed) and the training state after them; then publish them. BLAS is
+        held to one thread meanwhile: the same bits whatever the cores, and training's core left alone."""
         n = len(next(iter(blocks.values()))) if blocks else 0
         if not n:
             return
         if t0 != self.steps_completed:
             raise RuntimeError(f"steps out of order: expected step {self.steps_completed}, got {t0}")
+        with _blas().limit(limits=1, user_api="blas"):
+            self._write(t0, n, blocks, state)
+
+    def _write(self, t0: int, n: int, blocks: dict[str, np.ndarray], state: dict | bytes | None) -> None:
         t1 = t0 + n
         full = np.array([self.policy.is_full(s) for s in range(t0, t1)])
-        new = not self.tensors and not self.summaries
         if self._specs is None:
-            with _blas().limit(limits=1, user_api="blas"):
-                first = fmt.derive({k: v[:1] for k, v in blocks.items()}, self.derived)  # (every key's shape)
+            first = fmt.derive({k: v[:1] for k, v in blocks.items()}, self.derived)  # (every key's first step)
+            new = not self.tensors and not self.summaries
             own = fmt.summaries({k: (v.shape[1:], v.dtype) for k, v in first.items()}, self.own,
                                 derived=first.keys() - blocks.keys() if new else ())
             # a new recording's summaries; or, appending, those of the recording's this tool computes
-            self._specs = own if new else {n: s for n, s in own.items() if n in self.summaries}
-        blocks = self._derive(blocks, full | (np.arange(n) == 0) if new else full)
+            self._specs = own if new else {name: s for name, s in own.items() if name in self.summaries}
+            if new:
+                self._allocate(first, t1)
+            needed = {k for s in self._specs.values() for k in s[2]}  # (derived at every step; the others where kept)
+            self._derived_every = {k: d for k, d in self.derived.items() if k in needed}
+            self._derived_kept = {k: d for k, d in self.derived.items() if k in self.tensors and k not in needed}
+        blocks = self._derive(blocks, full)
         for key in self.derived.keys() & self.tensors.keys():  # (captures are checked as they come: RecordingSession)
             if blocks[key].shape[1:] != self.tensors[key].shape[1:]:
                 raise ValueError(f"{key}: steps {t0}.. have shape {blocks[key].shape[1:]}, the recording's is {self.tensors[key].shape[1:]}")
-        if new:
-            self._allocate(blocks, t1)
         self._reserve(t1)
         files = []  # (store key, its encoder): encoded and written concurrently
         for key, arr in self.tensors.items():
             files += self._chunkers[arr.path].files(t0, blocks[key], full)
 
         def summary_files() -> list[_File]:  # (while the tensors' files are encoded)
-            with _blas().limit(limits=1, user_api="blas"):
-                sums = fmt.summarize(blocks, self._specs)
+            sums = fmt.summarize(blocks, self._specs)
             sums[fmt.FULL_CAPTURE] = full
             return [file for name, values in sums.items() if name in self.summaries
                     for file in self._chunkers[self.summaries[name].path].files(t0, values, None)]
@@ -474,29 +483,22 @@ class Recorder:
             self.store.delete(_state_key(self._saved))  # (superseded; a missing one is no error)
             self._saved = t1
 
-    def _derive(self, blocks: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-        """`blocks` with the derived keys added that a summary needs, at every step, and those the
-        recording stores, at `rows` only (the steps whose tensors it keeps, and a new recording's
-        first step, whose values make the arrays); their other rows are left unset: nothing reads them."""
-        if not self.derived:
-            return blocks
-        needed = {k for s in self._specs.values() for k in s[2]}
-        only = self.policy.only
-        stored = self.tensors.keys() if self.tensors else {k for k in self.derived if only is None or k in only}
-        every = {k: d for k, d in self.derived.items() if k in needed}
-        some = {k: d for k, d in self.derived.items() if k in stored and k not in needed}
-        with _blas().limit(limits=1, user_api="blas"):  # (the same bits whatever the cores, and training's core left alone)
-            out = fmt.derive(blocks, every)
-            if not some or rows.all():
-                return fmt.derive(out, some)
-            inputs = {k for needs, _ in some.values() for k in needs}
-            part = fmt.derive({k: out[k][rows] for k in inputs if k in out}, some) if rows.any() else {}
-            for key in some.keys() - out.keys():
-                if key in part:
-                    out[key] = np.empty((len(rows), *part[key].shape[1:]), part[key].dtype)
-                    out[key][rows] = part[key]
-                elif key in self.tensors:  # (no step of these is kept)
-                    out[key] = np.empty((len(rows), *self.tensors[key].shape[1:]), self.tensors[key].dtype)
+    def _derive(self, blocks: dict[str, np.ndarray], kept: np.ndarray) -> dict[str, np.ndarray]:
+        """`blocks` with the derived keys added that a summary needs, at every step, and those only
+        stored, at the `kept` steps (whose tensors the recording keeps); their other rows are left
+        unset: nothing reads them."""
+        out = fmt.derive(blocks, self._derived_every)
+        some = {k: d for k, d in self._derived_kept.items() if k not in out}  # (not captured by the loop)
+        if not some or kept.all():
+            return fmt.derive(out, some)
+        inputs = {k for needs, _ in some.values() for k in needs}
+        part = fmt.derive({k: out[k][kept] for k in inputs if k in out}, some) if kept.any() else {}
+        for key in some:
+            values, arr = part.get(key), self.tensors[key]
+            shape, dtype = (arr.shape[1:], arr.dtype) if values is None else (values.shape[1:], values.dtype)
+            out[key] = np.empty((len(kept), *shape), dtype)
+            if values is not None:
+                out[key][kept] = values
         return out
 
     def _write_meta(self) -> None:
