@@ -258,15 +258,20 @@ DIFFS = "() => Object.fromEntries([...document.querySelectorAll('[data-diff]')].
 
 
 def assert_diffs_match_numpy(pg, a: Path, b: Path, step: int) -> dict:
-    """Every key's data-diff at `step`: 'identical' exactly when numpy finds A and B bit-equal, else max |A − B|."""
+    """Every key's data-diff at `step`: 'identical' exactly when numpy finds A and B bit-equal, else max
+    |A − B|; for a key of names (labels, neighbour indices), how many elements differ."""
     shown = pg.evaluate(DIFFS)
     ra, rb = Recording.open(a).step(step), Recording.open(b).step(step)
+    named = {e["key"] for e in Recording.open(a).key_table if e["render"] in ("labels", "neighbors")}
     assert set(shown) == set(ra) | set(rb)
     for key in ra.keys() & rb.keys():
         x, y = ra[key], rb[key]
         text, value = shown[key]
         if x.tobytes() == y.tobytes():
             assert text == "identical", (key, text)
+        elif key in named:
+            count = int((x != y).sum())
+            assert text == f"{count:,} of {x.size:,} differ" and int(value) == count, (key, text, value, count)
         else:
             expected = float(np.abs(x.astype(np.float64) - y.astype(np.float64)).max())
             assert text.startswith("max |A − B| ") and float(value) == expected, (key, text, value, expected)
@@ -323,6 +328,9 @@ def test_a_key_only_one_run_has_is_said_so(page, ours):
     shown = page.evaluate(DIFFS)
     assert shown["strength"][0].startswith("only in B")
     assert shown["batch_images"][0] != "identical"  # seeds 1 and 0: other batches
+    assert_diffs_match_numpy(page, ours.path / "ctl1", ours.path / "slow0", 2)  # labels: how many differ, not A − B
+    head = page.locator(".compare-row[data-key='neighbors'] [data-side='diff'] .cell-head").text_content()
+    assert head.startswith("A ≠ B"), head  # (feature indices: where they differ, not their difference)
     assert "only in B" in page.locator(".compare-row[data-key='strength'] .diff-text").text_content()
     assert "condition control → bcl-slow" in page.locator("#settings-differ").text_content()
 

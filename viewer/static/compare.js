@@ -21,6 +21,10 @@ const TARGET = 384;  // CSS pixels a difference heatmap aims for along each axis
 const fit = (n) => Math.max(1, Math.min(8, Math.floor(TARGET / n)));
 const product = (xs) => xs.reduce((x, y) => x * y, 1);
 const shapeText = (shape) => `[${shape.join(", ")}]`;
+// keys whose values name things (class labels, feature indices): A − B would be a difference of
+// names, so these compare as equal or not, element by element
+const CATEGORICAL = new Set(["labels", "neighbors"]);
+const categorical = (key) => CATEGORICAL.has(key.render);
 
 /** What the run viewer's page object holds (app.js), for one run of the pair. */
 function makePage(raw, run) {
@@ -53,9 +57,10 @@ function loadBasics(store, page) {
 /**
  * How A and B compare at one step: identical (bit for bit), or how many elements differ and the
  * largest |A - B| among them (a NaN against a number counts as differing, outside the maximum),
- * with the element-wise A - B for drawing.
+ * with the element-wise A - B for drawing. `named`: the values are names (CATEGORICAL), so the
+ * drawing is 1 where A and B differ and 0 where they agree, and there is no largest difference.
  */
-export function compareValues(a, b) {
+export function compareValues(a, b, named = false) {
   const n = a.length;
   if (a.constructor === b.constructor && a.byteLength === b.byteLength) {
     const x = new Uint8Array(a.buffer, a.byteOffset, a.byteLength), y = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
@@ -70,7 +75,9 @@ export function compareValues(a, b) {
     if (u === v || (u !== u && v !== v)) continue;  // (equal values, or both NaN)
     differ++;
     const d = Math.abs(u - v);
-    if (d === d && d !== Infinity) {
+    if (named) {
+      diff[i] = 1;
+    } else if (d === d && d !== Infinity) {
       if (d > max) max = d;
       diff[i] = u - v;
     } else {
@@ -78,7 +85,7 @@ export function compareValues(a, b) {
       diff[i] = NaN;
     }
   }
-  return { identical: false, n, differ, max, nonfinite, diff };
+  return named ? { identical: false, n, differ, named, diff } : { identical: false, n, differ, max, nonfinite, diff };
 }
 
 /** A comparison in words (the text of a data-diff element). */
@@ -86,15 +93,19 @@ function diffWords(c) {
   if (c.identical) return "identical";
   if (!c.differ) return "0: the same values in other bits (±0 or NaN payloads)";
   const where = `${c.differ.toLocaleString("en")} of ${c.n.toLocaleString("en")} differ`;
+  if (c.named) return where;
   const odd = c.nonfinite ? `; ${c.nonfinite} against NaN or ±Inf` : "";
   return `max |A − B| ${formatValue(c.max)} (${where}${odd})`;
 }
 
-/** A − B drawn for a key of `shape`: thumbnails for images and square rows, bars for vectors, else a heatmap. */
+/** A − B drawn for a key of `shape`: thumbnails for images and square rows, bars for vectors, else a
+ * heatmap; for a key of names (CATEGORICAL), 1 where A and B differ, 0 where they agree. */
 class DiffPlot {
   constructor(parent, key, shape) {
     const body = this.body = h("div", { class: "body" });
     parent.append(body);
+    this.named = categorical(key);
+    const words = this.named ? (v) => (v ? "A ≠ B" : "A = B") : (v) => `A − B = ${formatValue(v)}`;
     const image = (key.render === "images" || key.render === "weights") ? imageLayout(key.dims, shape) : null;
     if (!shape.length) {
       this.text = h("p", { class: "scalar" });
@@ -103,22 +114,24 @@ class DiffPlot {
       const { cells, width, height } = ThumbGrid.grid(image.n, key.render === "images" ? 16 : 8, image.ht);
       this.plot = new ThumbGrid(body, {
         side: image.ht, cells, width, height, scale: 2, map: "diverging",
-        label: (cell, py, px, v) => `${key.dims[0]} ${cell.row}, pixel (${py}, ${px}): A − B = ${formatValue(v)}`,
+        label: (cell, py, px, v) => `${key.dims[0]} ${cell.row}, pixel (${py}, ${px}): ${words(v)}`,
       });
     } else if (shape.length === 1) {
       this.plot = new Bars(body, { n: shape[0], name: key.dims[0] });
     } else {
       const rows = shape[0], cols = product(shape.slice(1));
       this.plot = new Heatmap(body, {
-        rows, cols, cellW: fit(cols), cellH: fit(rows), map: "diverging",
-        label: (r, c, v) => `${key.dims[0]} ${r}, ${shape.length === 2 ? `${key.dims[1]} ` : "element "}${c}: A − B = ${formatValue(v)}`,
+        rows, cols, cellW: fit(cols), cellH: fit(rows), map: this.named ? "viridis" : "diverging",
+        label: (r, c, v) => `${key.dims[0]} ${r}, ${shape.length === 2 ? `${key.dims[1]} ` : "element "}${c}: ${words(v)}`,
       });
     }
+    this.words = words;
   }
 
   draw(c) {
     const diff = c.diff || new Float32Array(c.n);
-    if (this.text) this.text.textContent = `A − B = ${formatValue(diff[0])}`;
+    if (this.text) this.text.textContent = this.words(diff[0]);
+    else if (this.named && this.plot instanceof Heatmap) this.plot.draw(diff, { range: { lo: 0, hi: 1, nonfinite: 0 } });
     else this.plot.draw(diff);
   }
 }
@@ -151,8 +164,10 @@ class Row {
       }
       return { page, panel: new Panel(cell, { ...spec, note: "" }, page) };
     });
+    const named = categorical(key);
     this.diffCell = h("div", { class: "cell", "data-side": "diff" },
-      h("div", { class: "cell-head" }, h("span", { class: "tag d", text: "A − B" }), h("span", { text: "diverging, white: 0" })));
+      h("div", { class: "cell-head" }, h("span", { class: "tag d", text: named ? "A ≠ B" : "A − B" }),
+        h("span", { text: named ? "1 where they differ" : "diverging, white: 0" })));
     this.diffLine = h("p", { class: "missing" });
     this.diffCell.append(this.diffLine);
     cells.append(this.diffCell);
@@ -173,7 +188,8 @@ class Row {
       this.plot.body.hidden = false;
     } else {
       this.diffLine.hidden = false;
-      this.diffLine.textContent = comparison.kind === "identical" ? "identical at this step: A − B is 0 everywhere" : comparison.text;
+      this.diffLine.textContent = comparison.kind !== "identical" ? comparison.text
+        : `identical at this step: ${categorical(this.keyInfo) ? "A = B" : "A − B is 0"} everywhere`;
       if (this.plot) this.plot.body.hidden = true;
     }
   }
@@ -183,7 +199,7 @@ class Row {
 function setDiff(el, comparison) {
   el.textContent = comparison.text;
   el.className = `${el.classList.contains("diff-text") ? "diff-text " : ""}${comparison.kind}`;
-  if (comparison.values && !comparison.values.identical) el.dataset.value = String(comparison.values.max);
+  if (comparison.values && !comparison.values.identical) el.dataset.value = String(comparison.values.named ? comparison.values.differ : comparison.values.max);
   else delete el.dataset.value;
   el.dataset.state = comparison.kind;
 }
@@ -368,7 +384,8 @@ class Compare {
     const ma = this.pages[0].arrays[pa.arrays.get(k)], mb = this.pages[1].arrays[pb.arrays.get(k)];
     const sa = ma.shape.slice(1), sb = mb.shape.slice(1);
     if (sa.join() !== sb.join()) return { kind: "shapes", text: `shapes differ: A ${shapeText(sa)}, B ${shapeText(sb)}` };
-    const values = compareValues(rows[0][k], rows[1][k]);
+    const key = this.pages.map((p) => p.keyByValue[k]).find(Boolean);
+    const values = compareValues(rows[0][k], rows[1][k], Boolean(key && categorical(key)));
     return { kind: values.identical ? "identical" : "differs", text: diffWords(values), values, shape: sa };
   }
 
