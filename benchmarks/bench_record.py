@@ -40,7 +40,8 @@ def wall(cmd: list[str]) -> float:
 def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None,
            chunk: int = 20) -> tuple[dict[str, list[float]], dict[str, list[tuple[float, float]]]]:
     """ms per step of the loop alone, in steady state, for each side in each of `rounds` rounds: plain
-    training, training with captures (nothing written), and recording every key, with
+    training, training with every capture copied into a ring's rows as a recording copies them (the
+    loop's side of any policy, nothing written), and recording every key, with
     `--full-every 1000`, and with `--keys loss`; and plain training on the threads a recording
     leaves it while its writer works (capture.runner.thread_counts). Every side is built and warmed
     up first (two chunks), then the sides take turns, `steps` steps each per round, so a slow spell of the machine falls on
@@ -73,14 +74,24 @@ def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None,
 
     sides["plain, one thread fewer"] = plain_fewer
 
-    captured = build_run(cfg, seed=0)
+    captured = build_run(cfg, seed=0)  # the loop's side of recording alone: each capture copied into a ring's row
     ins = StepInspector()
     hooks = InspectorHooks(captured, ins)
+    captured.trainer.train(1, hooks.metrics_fn)  # (one step's captures give the rows' shapes)
+    [(_, first)] = ins.drain()
+    rows = [{k: torch.empty_like(v) for k, v in first.items()} for _ in range(3 * chunk)]  # (as the ring: 3 blocks)
+    committed = [0]
+
+    def into_next_row() -> None:
+        ins.take()
+        committed[0] += 1
+        ins.into(rows[committed[0] % len(rows)])
+
+    hooks.commit = into_next_row
+    ins.into(rows[0])
 
     def captures() -> None:
-        for _ in range(steps // chunk):
-            captured.trainer.train(chunk, hooks.metrics_fn)
-            ins.drain()
+        captured.trainer.train(steps, hooks.metrics_fn)
 
     captures()
     sides["captures"] = captures
@@ -198,7 +209,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--steady-steps", type=int, default=200, help="steps of each side's turn in steady state")
+    ap.add_argument("--steady-steps", type=int, default=1000,
+                    help="steps of each side's turn in steady state (long enough that what is left to write at a turn's end, a chunk or two, is about 1%% of it)")
     ap.add_argument("--rounds", type=int, default=6, help="turns of each side in steady state")
     ap.add_argument("--steady-only", action="store_true",
                     help="only the steady-state table (e.g. under `taskset -c 0` for one core)")
@@ -290,7 +302,7 @@ def print_steady(loop: dict[str, tuple[float, float]], cpu: dict[str, tuple[floa
         row("recording every key, lossless / plain", "every key", "<= 2.0"),
         row("--full-every 1000 / plain", "full every 1000", "<= 1.3"),
         row("--keys loss / plain", "keys loss", "<= 1.2"),
-        row("training + captures, nothing written / plain", "captures", "-"),
+        row("training + captures copied into a ring, nothing written / plain", "captures", "-"),
         row("plain training on the threads recording leaves it / plain", "plain, one thread fewer", "-"),
     ])
     print("\nCPU ms per step, median over the rounds (the training process counts every thread of it)")
