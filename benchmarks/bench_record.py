@@ -44,8 +44,9 @@ def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None,
     loop's side of any policy, nothing written), and recording every key, with
     `--full-every 1000`, and with `--keys loss`; and plain training on the threads a recording
     leaves it while its writer works (capture.runner.thread_counts). Every side is built and warmed
-    up first (two chunks), then the sides take turns, `steps` steps each per round, so a slow spell of the machine falls on
-    every side alike; a recording side's time counts the writing of what is still queued at the end
+    up first (two chunks), then the sides take turns, `steps` steps each per round, so a slow spell
+    of the machine falls on every side alike; each round begins one side later, so a drift within
+    rounds does too. A recording side's time counts the writing of what is still queued at the end
     of its turn. `threads`: torch threads of the recording sides (None: what `run` uses).
     Returns each side's ms per step in each round, and the CPU ms per step of the training process
     and of the writer process (0 for none) in each round."""
@@ -117,8 +118,10 @@ def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None,
     out: dict[str, list[float]] = {name: [] for name in sides}
     cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}  # (training process, writer process)
     try:
-        for _ in range(rounds):
-            for name, side in sides.items():
+        names = list(sides)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:  # (each round begins one side later)
+                side = sides[name]
                 torch.set_num_threads(threads_plain)
                 writer = writers.get(name)
                 c, w, t = time.process_time(), cpu_seconds(writer), time.perf_counter()
