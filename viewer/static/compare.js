@@ -23,8 +23,8 @@ const product = (xs) => xs.reduce((x, y) => x * y, 1);
 const shapeText = (shape) => `[${shape.join(", ")}]`;
 // keys whose values name things (class labels, feature indices): A − B would be a difference of
 // names, so these compare as equal or not, element by element
-const CATEGORICAL = new Set(["labels", "neighbors"]);
-const categorical = (key) => CATEGORICAL.has(key.render);
+const CATEGORICAL = { labels: true, neighbors: true };  // (renders, as panels.js's RENDERERS names them)
+const categorical = (key) => Object.hasOwn(CATEGORICAL, key.render);
 
 /** What the run viewer's page object holds (app.js), for one run of the pair. */
 function makePage(raw, run) {
