@@ -45,6 +45,8 @@ def train_and_record(run: Run, session: RecordingSession, steps: int, chunk_step
 
     def follow_the_writer() -> None:
         nonlocal now
+        if working == waiting:  # (one core, or `threads`: nothing to follow)
+            return
         wanted = working if session.writing else waiting
         if wanted != now:
             torch.set_num_threads(wanted)
