@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 # are (else a colour map), a batch of images [n, channels?, h, w], one bar per entry, class labels,
 # and BCL's neighbour lists
 RENDERS = ("scalar", "heatmap", "weights", "images", "bars", "labels", "neighbors")
+NAMES = ("labels", "neighbors")  # the renders of values that name things (classes, indices), not amounts
 
 
 class TensorKey(str, Enum):

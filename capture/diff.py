@@ -1,6 +1,7 @@
 """Where two recordings part: `diff(a, b)` compares them step by step, key by key, and says where they first differ.
 
-Keys are compared in the order of A's key table, steps in order. Once a key differs, the rest of
+Keys are compared in the order of A's key table, steps in order; a key whose values name things
+(class labels, neighbour indices: `acc.step_inspector.NAMES`) is equal or not, whatever `atol`. Once a key differs, the rest of
 it is not read (unless `whole`). A file (a shard of 20 steps, or a chunk of many) that is byte for
 byte the same in both recordings holds the same values, so it is not decoded at all: two identical
 recordings compare at the speed of reading their files.
@@ -18,6 +19,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from acc.step_inspector import NAMES
 from capture import format as fmt
 from capture.recording import Recording, RecordingError, _read_row, _zarr_read
 
@@ -40,6 +42,7 @@ class KeyDiff:
     steps_compared: int = 0  # steps at which both have the values (a key: full tensors in both)
     steps_differing: int | None = None  # with `whole` only
     shapes: tuple[list[int], list[int]] | None = None  # the per-step shapes of A and B, when they differ
+    named: bool = False  # values that name things (labels, indices): compared exactly, no max |A - B|
 
     @property
     def differs(self) -> bool:
@@ -167,8 +170,10 @@ def _detail(d: KeyDiff) -> str:
     if d.shapes:
         return f"shapes differ: {d.shapes[0]} vs {d.shapes[1]}"
     value = d.step_max_abs_diff
-    size = "1 element differs, " if d.elements == 1 else f"{d.elements} elements differ, "
-    return f"{size}max |A - B| {value:.6g}" if math.isfinite(value) else f"{size}a NaN or infinity on one side"
+    size = "1 element differs" if d.elements == 1 else f"{d.elements} elements differ"
+    if d.named:
+        return size
+    return f"{size}, max |A - B| {value:.6g}" if math.isfinite(value) else f"{size}, a NaN or infinity on one side"
 
 
 def _verdict(d: KeyDiff, whole: bool) -> str:
@@ -180,8 +185,9 @@ def _verdict(d: KeyDiff, whole: bool) -> str:
         return _detail(d)
     text = f"step {d.first_step}  ({_detail(d)})"
     if whole and d.steps_differing is not None:
-        overall = f"max |A - B| {d.max_abs_diff:.6g}" if math.isfinite(d.max_abs_diff) else "a NaN or infinity"
-        text += f"  {d.steps_differing} of {d.steps_compared} steps differ, {overall} over them"
+        text += f"  {d.steps_differing} of {d.steps_compared} steps differ"
+        if not d.named:
+            text += f", {f'max |A - B| {d.max_abs_diff:.6g}' if math.isfinite(d.max_abs_diff) else 'a NaN or infinity'} over them"
     return text
 
 
@@ -270,7 +276,14 @@ def _scan(pairs: Iterable[tuple[int, np.ndarray, np.ndarray]], steps: int, atol:
     return result
 
 
-def _compare_key(ra: Recording, rb: Recording, key: str, steps: list[int], atol: float, whole: bool) -> KeyDiff:
+def _compare_key(ra: Recording, rb: Recording, key: str, steps: list[int], atol: float, whole: bool,
+                 named: bool = False) -> KeyDiff:
+    """How `key` compares at `steps`; `named`: its values name things, so they are equal or not
+    (exactly, whatever `atol`), and no max |A - B| is kept."""
+    if named:
+        result = _compare_key(ra, rb, key, steps, 0.0, whole)
+        result.named, result.step_max_abs_diff, result.max_abs_diff = True, None, None
+        return result
     a, b = _Rows(ra, key), _Rows(rb, key)
     if a.arr.shape[1:] != b.arr.shape[1:]:
         return KeyDiff(first_step=steps[0] if steps else None, steps_compared=len(steps),
@@ -338,10 +351,11 @@ def diff(a: str | Path | Recording, b: str | Path | Recording, *, steps: tuple[i
     both_full = ra.full_capture[lo:last + 1] & rb.full_capture[lo:last + 1] if compared else np.zeros(0, bool)
     full = [lo + int(i) for i in np.flatnonzero(both_full)]
     sums = [s for s in ra.summaries if s in rb.summaries]
+    named = {e["key"] for r in (ra, rb) for e in r.key_table if e.get("render") in NAMES}
     return DiffResult(
         a=str(ra.path), b=str(rb.path), steps=(ra.steps, rb.steps), requested=(lo, hi), compared=compared,
         atol=float(atol), whole=whole, settings=_settings(ra.meta, rb.meta),
-        keys=dict(zip(common_keys, _POOL.map(lambda k: _compare_key(ra, rb, k, full, atol, whole), common_keys))),
+        keys=dict(zip(common_keys, _POOL.map(lambda k: _compare_key(ra, rb, k, full, atol, whole, k in named), common_keys))),
         summaries={s: _compare_summary(ra, rb, s, lo, last, atol, whole) for s in sorted(sums)} if compared else {},
         only_a=[k for k in ra.keys if k not in rb.tensors], only_b=[k for k in rb.keys if k not in ra.tensors],
         summaries_only_a=sorted(set(ra.summaries) - set(rb.summaries)),

@@ -59,7 +59,8 @@ def test_same_seed_different_chunk_steps_identical(bcl_rec, twin):
     assert proc.stdout.rstrip().endswith("identical") and "first difference: none" in proc.stdout
     r = capture.diff(bcl_rec, twin)
     assert r.identical and r.first_step is None and r.first_key is None and r.compared == (0, 29)
-    assert all(d.first_step is None and d.steps_compared == 30 and d.max_abs_diff == 0 for d in r.keys.values())
+    assert all(d.first_step is None and d.steps_compared == 30 and d.max_abs_diff == (None if d.named else 0)
+               for d in r.keys.values())  # (labels and indices are equal or not: no max |A - B|)
     assert list(r.keys) == Recording.open(bcl_rec).keys and r.summaries and not r.settings
 
 
@@ -117,6 +118,25 @@ def test_seed_first_parts_runs_at_batch_images(bcl_rec, seed1):
     r = capture.diff(bcl_rec, seed1, steps=(0, 2))
     assert r.first_step == 0 and r.first_key == "batch_images" and list(r.settings) == ["seed"]
     assert r.keys["batch_images"].elements > 0 and r.keys["batch_images"].step_max_abs_diff <= 1
+
+
+def test_labels_and_indices_are_equal_or_not_whatever_atol(bcl_rec, seed1):
+    """Class labels and neighbour indices name things: within --atol of each other means nothing, so
+    they are compared exactly and reported by count, with no max |A - B|."""
+    r = capture.diff(bcl_rec, seed1, steps=(0, 2), atol=100)  # every pixel is within 100 of the other's
+    assert r.keys["batch_images"].first_step is None
+    labels = r.keys["batch_labels"]
+    a, b = (Recording.open(p).step(0)["batch_labels"] for p in (bcl_rec, seed1))
+    assert (r.first_step, r.first_key) == (0, "batch_labels") and labels.named and not r.keys["loss"].named
+    assert labels.elements == int((a != b).sum()) > 0 and labels.step_max_abs_diff is None
+    assert r.keys["neighbors"].named and r.keys["neighbors"].first_step == 0
+    proc = acc("diff", str(bcl_rec), str(seed1), "--steps", "0-2", "--atol", "100", "--all", check=False)
+    assert proc.returncode == 1
+    assert f"first difference: step 0, key batch_labels: {labels.elements} elements differ\n" in proc.stdout
+    line = next(x for x in proc.stdout.splitlines() if x.strip().startswith("batch_labels"))
+    assert line.split(None, 1)[1] == f"step 0  ({labels.elements} elements differ)  3 of 3 steps differ", line
+    d = json.loads(acc("diff", str(bcl_rec), str(seed1), "--steps", "0-2", "--json", check=False).stdout)
+    assert d["keys"]["batch_labels"]["named"] is True and d["keys"]["batch_labels"]["max_abs_diff"] is None
 
 
 def test_json(bcl_rec, med):
