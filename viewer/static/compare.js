@@ -225,7 +225,7 @@ class Compare {
     const [A, B] = this.pages;
     this.main.append(this.infoCard());
     this.diffCard = this.card("differences", "Differences at this step",
-      "Every key, in the order the loop computes them: identical (bit for bit) in A and B, or the largest |A − B|.", true);
+      "Every key, in the order the loop computes them: identical (bit for bit) in A and B, or the largest |A − B| (labels and indices: how many differ).", true);
     const groups = [[], []];
     this.allKeys.forEach((k, i) => groups[i < Math.ceil(this.allKeys.length / 2) ? 0 : 1].push(k));
     this.diffCells = new Map();
