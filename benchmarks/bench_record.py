@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import os
 import platform
@@ -80,16 +81,14 @@ def steady(steps: int, rounds: int, tmp: Path, threads: int | None = None,
     hooks = InspectorHooks(captured, ins)
     captured.trainer.train(1, hooks.metrics_fn)  # (one step's captures give the rows' shapes)
     [(_, first)] = ins.drain()
-    rows = [{k: torch.empty_like(v) for k, v in first.items()} for _ in range(3 * chunk)]  # (as the ring: 3 blocks)
-    committed = [0]
+    rows = itertools.cycle([{k: torch.empty_like(v) for k, v in first.items()} for _ in range(3 * chunk)])  # (a ring of 3 blocks)
 
     def into_next_row() -> None:
         ins.take()
-        committed[0] += 1
-        ins.into(rows[committed[0] % len(rows)])
+        ins.into(next(rows))
 
     hooks.commit = into_next_row
-    ins.into(rows[0])
+    ins.into(next(rows))
 
     def captures() -> None:
         captured.trainer.train(steps, hooks.metrics_fn)

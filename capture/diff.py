@@ -1,8 +1,8 @@
 """Where two recordings part: `diff(a, b)` compares them step by step, key by key, and says where they first differ.
 
 Keys are compared in the order of A's key table, steps in order; a key whose values name things
-(class labels, neighbour indices: `acc.step_inspector.NAMES`) is equal or not, whatever `atol`. Once a key differs, the rest of
-it is not read (unless `whole`). A file (a shard of 20 steps, or a chunk of many) that is byte for
+(class labels, neighbour indices: `acc.step_inspector.NAMES`) is equal or not, whatever `atol`.
+Once a key differs, the rest of it is not read (unless `whole`). A file (a shard of 20 steps, or a chunk of many) that is byte for
 byte the same in both recordings holds the same values, so it is not decoded at all: two identical
 recordings compare at the speed of reading their files.
 """
@@ -13,7 +13,7 @@ import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -187,7 +187,8 @@ def _verdict(d: KeyDiff, whole: bool) -> str:
     if whole and d.steps_differing is not None:
         text += f"  {d.steps_differing} of {d.steps_compared} steps differ"
         if not d.named:
-            text += f", {f'max |A - B| {d.max_abs_diff:.6g}' if math.isfinite(d.max_abs_diff) else 'a NaN or infinity'} over them"
+            overall = f"max |A - B| {d.max_abs_diff:.6g}" if math.isfinite(d.max_abs_diff) else "a NaN or infinity"
+            text += f", {overall} over them"
     return text
 
 
@@ -276,14 +277,7 @@ def _scan(pairs: Iterable[tuple[int, np.ndarray, np.ndarray]], steps: int, atol:
     return result
 
 
-def _compare_key(ra: Recording, rb: Recording, key: str, steps: list[int], atol: float, whole: bool,
-                 named: bool = False) -> KeyDiff:
-    """How `key` compares at `steps`; `named`: its values name things, so they are equal or not
-    (exactly, whatever `atol`), and no max |A - B| is kept."""
-    if named:
-        result = _compare_key(ra, rb, key, steps, 0.0, whole)
-        result.named, result.step_max_abs_diff, result.max_abs_diff = True, None, None
-        return result
+def _compare_key(ra: Recording, rb: Recording, key: str, steps: list[int], atol: float, whole: bool) -> KeyDiff:
     a, b = _Rows(ra, key), _Rows(rb, key)
     if a.arr.shape[1:] != b.arr.shape[1:]:
         return KeyDiff(first_step=steps[0] if steps else None, steps_compared=len(steps),
@@ -352,10 +346,17 @@ def diff(a: str | Path | Recording, b: str | Path | Recording, *, steps: tuple[i
     full = [lo + int(i) for i in np.flatnonzero(both_full)]
     sums = [s for s in ra.summaries if s in rb.summaries]
     named = {e["key"] for r in (ra, rb) for e in r.key_table if e.get("render") in NAMES}
+
+    def compare_key(key: str) -> KeyDiff:
+        if key not in named:
+            return _compare_key(ra, rb, key, full, atol, whole)
+        # values that name things are equal or not, whatever atol, and have no max |A - B|
+        d = _compare_key(ra, rb, key, full, 0.0, whole)
+        return replace(d, named=True, step_max_abs_diff=None, max_abs_diff=None)
     return DiffResult(
         a=str(ra.path), b=str(rb.path), steps=(ra.steps, rb.steps), requested=(lo, hi), compared=compared,
         atol=float(atol), whole=whole, settings=_settings(ra.meta, rb.meta),
-        keys=dict(zip(common_keys, _POOL.map(lambda k: _compare_key(ra, rb, k, full, atol, whole, k in named), common_keys))),
+        keys=dict(zip(common_keys, _POOL.map(compare_key, common_keys))),
         summaries={s: _compare_summary(ra, rb, s, lo, last, atol, whole) for s in sorted(sums)} if compared else {},
         only_a=[k for k in ra.keys if k not in rb.tensors], only_b=[k for k in rb.keys if k not in ra.tensors],
         summaries_only_a=sorted(set(ra.summaries) - set(rb.summaries)),

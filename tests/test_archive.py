@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from acc.step_inspector import NAMES
 from browser import READY, Served, canvases, close, serve_in_thread, serve_plain
 from capture import Recording, TensorKey, record
 from capture.diff import diff
@@ -262,7 +263,7 @@ def assert_diffs_match_numpy(pg, a: Path, b: Path, step: int) -> dict:
     |A − B|; for a key of names (labels, neighbour indices), how many elements differ."""
     shown = pg.evaluate(DIFFS)
     ra, rb = Recording.open(a).step(step), Recording.open(b).step(step)
-    named = {e["key"] for e in Recording.open(a).key_table if e["render"] in ("labels", "neighbors")}
+    named = {e["key"] for e in Recording.open(a).key_table if e["render"] in NAMES}
     assert set(shown) == set(ra) | set(rb)
     for key in ra.keys() & rb.keys():
         x, y = ra[key], rb[key]
