@@ -32,7 +32,7 @@ PHASES = {  # (module, function): what it does
     (DirStore, "put"): "whole files written (a new file each, renamed into place)",
     (DirStore, "write_at"): "rows written in place (small tensors, summaries)",
     (fmt, "summarize"): "summaries (norms summed in float64, the vocabulary's own)",
-    (fmt, "encode_shard"): "shard files assembled from their chunks and index",
+    (fmt, "shard_parts"): "shard files assembled from their chunks and index",
 }
 
 

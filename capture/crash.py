@@ -32,10 +32,10 @@ _LOCK = threading.Lock()  # (points may be reached from several writing threads 
 _reached = 0
 
 
-def crash_point(name: str, half_file: tuple[Path, bytes] | None = None,
+def crash_point(name: str, half_file: tuple[Path, bytes | list[bytes]] | None = None,
                 half_at: tuple[int, int, bytes] | None = None) -> None:
     """End the process here if ACC_CAPTURE_CRASH names this point and this is its n-th time. First
-    write half of the bytes meant for a new file (`half_file`: its path and bytes) or for a place in
+    write half of the bytes meant for a new file (`half_file`: its path and bytes, or their parts) or for a place in
     an open one (`half_at`: its descriptor, the offset and the bytes)."""
     if _ARMED is None or _ARMED[0] != name:
         return
@@ -50,6 +50,7 @@ def crash_point(name: str, half_file: tuple[Path, bytes] | None = None,
             os.fsync(fd)
         if half_file is not None:
             path, data = half_file
+            data = data if isinstance(data, bytes) else b"".join(data)
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "wb") as f:
                 f.write(data[: len(data) // 2])

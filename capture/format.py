@@ -164,14 +164,21 @@ def chunk_key(arr, index: int) -> str:
     return f"{arr.path}/{arr.metadata.encode_chunk_key((index,) + (0,) * (arr.ndim - 1))}"
 
 
-def encode_shard(chunks: list[bytes | None]) -> bytes:
-    """A shard file: the encoded chunks (None: not written) one after the other, then the index of
-    (offset, nbytes) pairs, uint64 little-endian, EMPTY for a chunk not written."""
+def shard_parts(chunks: list[bytes | None]) -> list[bytes]:
+    """A shard file as its parts, in order: the encoded chunks (None: not written, so absent), then
+    the index of (offset, nbytes) pairs, uint64 little-endian, EMPTY for a chunk not written. (A
+    local store copies the parts straight into its write buffer: joining them first would make a
+    new megabytes-long object a shard, whose fresh pages cost more than the copy.)"""
     index, offset = [], 0
     for c in chunks:
         index += [EMPTY, EMPTY] if c is None else [offset, len(c)]
         offset += len(c or b"")
-    return b"".join(c for c in chunks if c) + struct.pack(f"<{len(index)}Q", *index)
+    return [c for c in chunks if c] + [struct.pack(f"<{len(index)}Q", *index)]
+
+
+def encode_shard(chunks: list[bytes | None]) -> bytes:
+    """A shard file's bytes (`shard_parts` joined)."""
+    return b"".join(shard_parts(chunks))
 
 
 def shard_chunks(data: bytes, n: int) -> list[bytes | None]:

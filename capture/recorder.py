@@ -65,11 +65,11 @@ class Policy:
 
 
 class _File(NamedTuple):
-    """A file to write: its store key, a function that gives its bytes, and where they go: `at` None
+    """A file to write: its store key, a function that gives its bytes (or its parts, in order), and where they go: `at` None
     for the whole file (replaced atomically), else an offset in the existing file (written in place)."""
 
     key: str
-    encode: Callable[[], bytes]
+    encode: Callable[[], bytes | list[bytes]]  # (a shard: its parts, `format.shard_parts`)
     at: int | None = None
 
 
@@ -136,7 +136,7 @@ class _Chunker:
         def shard() -> bytes:
             for i, values in pending.items():
                 encoded[i] = codecs.encode(codec, values, crc)
-            return fmt.encode_shard(encoded)
+            return fmt.shard_parts(encoded)
 
         return _File(key, shard)
 

@@ -119,11 +119,12 @@ class Store:
         return not self.list()
 
     # -- writing
-    def put(self, key: str, data: bytes) -> None:
-        """Write the whole file atomically: a reader sees the old file or the new one, never a part."""
+    def put(self, key: str, data: bytes | list[bytes]) -> None:
+        """Write the whole file atomically: a reader sees the old file or the new one, never a part.
+        `data`: its bytes, or its parts in order (a shard's: `format.shard_parts`)."""
         raise NotImplementedError
 
-    def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+    def put_many(self, items: Iterable[tuple[str, bytes | list[bytes]]]) -> None:
         for key, data in items:
             self.put(key, data)
 
@@ -186,15 +187,16 @@ _direct = hasattr(os, "O_DIRECT")  # (False once a file system here refuses it)
 _buffers = threading.local()
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    """Write `data` as the new file `path`. A large file goes straight to the disk (O_DIRECT, in
-    whole blocks from a page-aligned buffer this thread reuses, then cut to its length): a recording
-    is written once and not read back by its writer, so its files need no page cache, and on a long
-    run they would fill it; on some virtual machines fresh page-cache pages are also dear
-    (`benchmarks/bench_record.py` prints what this machine's cost). Where O_DIRECT is refused, the
-    file is written the usual way."""
+def _write_file(path: Path, data: bytes | list[bytes]) -> None:
+    """Write `data` (bytes, or parts in order) as the new file `path`. A large file goes straight to
+    the disk (O_DIRECT, in whole blocks from a page-aligned buffer this thread reuses, then cut to
+    its length): a recording is written once and not read back by its writer, so its files need no
+    page cache, and on a long run they would fill it; on some virtual machines fresh page-cache
+    pages are also dear (`benchmarks/bench_record.py` prints what this machine's cost). Where
+    O_DIRECT is refused, the file is written the usual way."""
     global _direct
-    if _direct and len(data) >= DIRECT_BYTES:
+    parts = [data] if isinstance(data, bytes) else data
+    if _direct and sum(map(len, parts)) >= DIRECT_BYTES:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
         except OSError as e:
@@ -203,33 +205,47 @@ def _write_file(path: Path, data: bytes) -> None:
             _direct = False
         else:
             try:
-                if _write_direct(fd, memoryview(data)):
+                if _write_direct(fd, parts):
                     return
                 _direct = False
             finally:
                 os.close(fd)
-    path.write_bytes(data)
+    with open(path, "wb") as f:
+        f.writelines(parts)
 
 
-def _write_direct(fd: int, data: memoryview) -> bool:
-    """Write `data` into `fd` (opened with O_DIRECT), a piece at a time through this thread's aligned
-    buffer, the last piece padded to a whole block; False if the file system refuses it at once."""
+def _write_direct(fd: int, parts: list[bytes]) -> bool:
+    """Write `parts` one after the other into `fd` (opened with O_DIRECT), copied into this thread's
+    aligned buffer and written a buffer at a time, the last padded to a whole block; False if the
+    file system refuses it at once."""
     buffer = getattr(_buffers, "buffer", None)
     if buffer is None:
         buffer = _buffers.buffer = mmap.mmap(-1, _PIECE)
     with memoryview(buffer) as view:
-        for start in range(0, len(data), _PIECE):
-            piece = data[start:start + _PIECE]
-            padded = -(-len(piece) // _BLOCK) * _BLOCK
-            view[:len(piece)] = piece
-            view[len(piece):padded] = bytes(padded - len(piece))
-            try:
-                _pwrite_all(fd, view[:padded], start)
-            except OSError as e:
-                if e.errno not in _REFUSED or start:
-                    raise
-                return False
-    os.ftruncate(fd, len(data))
+        written = filled = 0
+
+        def flush() -> None:
+            padded = -(-filled // _BLOCK) * _BLOCK
+            view[filled:padded] = bytes(padded - filled)
+            _pwrite_all(fd, view[:padded], written)
+
+        try:
+            for part in map(memoryview, parts):
+                done = 0
+                while done < len(part):
+                    n = min(len(part) - done, _PIECE - filled)
+                    view[filled:filled + n] = part[done:done + n]
+                    filled, done = filled + n, done + n
+                    if filled == _PIECE:
+                        flush()
+                        written, filled = written + _PIECE, 0
+            if filled:
+                flush()
+        except OSError as e:
+            if e.errno not in _REFUSED or written:
+                raise
+            return False
+    os.ftruncate(fd, written + filled)
     return True
 
 
@@ -292,7 +308,7 @@ class DirStore(Store):
     def is_empty(self) -> bool:
         return not self.local.is_dir() or not any(self.local.iterdir())
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | list[bytes]) -> None:
         target = self.local / key
         tmp = target.with_name(target.name + PARTIAL)
         crash_point("mid-file", half_file=(tmp, data))
@@ -413,7 +429,7 @@ class ZipStore(Store):
     def total_size(self) -> int:
         return self.file.stat().st_size
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | list[bytes]) -> None:
         raise PermissionError(f"{self.file} is a zip file, read-only (unpack it to change it)")
 
     def delete(self, key: str) -> None:
@@ -582,15 +598,16 @@ class ObjectStore(Store):
             raise self.explain(e) from None
         return True
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | list[bytes]) -> None:
         import obstore
 
         if self.read_only:
             raise PermissionError(f"{self.url} is read-only")
         kind = WEB_TYPES.get(os.path.splitext(key)[1])  # a bucket that serves the viewer sends it with its type
+        data = data if isinstance(data, bytes) else b"".join(data)
         self._call(obstore.put, key, data, key=key, **({"attributes": {"Content-Type": kind}} if kind else {}))
 
-    def put_many(self, items: Iterable[tuple[str, bytes]]) -> None:
+    def put_many(self, items: Iterable[tuple[str, bytes | list[bytes]]]) -> None:
         """Upload concurrently (each PUT atomic); raises the first error after all have finished."""
         items = list(items)
         for done, _ in enumerate(_UPLOADS.map(lambda item: self.put(*item), items), 1):
@@ -803,7 +820,7 @@ class Overlay(Store):
         mine = {k: len(v) for k, v in self.files.items() if k.startswith(start)}
         return sorted({**dict(self.base.list(prefix)), **mine}.items())
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | list[bytes]) -> None:
         raise PermissionError(f"{self.location} is served read-only")
 
     def delete(self, key: str) -> None:

@@ -128,9 +128,13 @@ def test_large_files_are_written_exactly_past_the_page_cache_or_the_usual_way(tm
         data = rng.bytes(n)
         store.DirStore(tmp_path).put(f"a/f{n}", data)
         assert (tmp_path / "a" / f"f{n}").read_bytes() == data, n
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(f"f{n}" for n in sizes)  # (no .partial left)
+        cuts = sorted([*rng.integers(0, n + 1, 6), min(n, 4 << 20), min(n, 8 << 20)])  # (as parts, like a shard's)
+        parts = [data[a:b] for a, b in zip([0, *cuts], [*cuts, n])]
+        store.DirStore(tmp_path).put(f"a/p{n}", parts)
+        assert (tmp_path / "a" / f"p{n}").read_bytes() == data, n
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(f"{f}{n}" for n in sizes for f in "fp")  # (no .partial left)
     large = [n for n in sizes if n >= store.DIRECT_BYTES]
-    assert len(direct) == (len(large) if refused is None else 1)  # (refused once: not asked again)
+    assert len(direct) == (2 * len(large) if refused is None else 1)  # (refused once: not asked again)
     assert store._direct is (refused is None)
 
 
