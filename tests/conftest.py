@@ -213,6 +213,8 @@ def child(c):
         os.environ.clear()
         os.environ.update(c["env"])
         importlib.reload(capture.crash)  # (it reads ACC_CAPTURE_CRASH at import)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # (Ctrl-C as a fresh interpreter takes it, even
+        # where the tests were started with it ignored, as `cmd &` in a shell without job control starts them)
         if c["fsize"] is not None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (c["fsize"], c["fsize"]))

@@ -726,7 +726,8 @@ def test_port_in_use_is_one_clear_line(bcl_built):
 
 def test_view_command_serves_until_interrupted(bcl_built):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", "from capture.cli import main; main()", "view", str(bcl_built),
+    ctrl_c = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)"  # (even if the tests ignore it)
+    proc = subprocess.Popen([sys.executable, "-c", f"{ctrl_c}; from capture.cli import main; main()", "view", str(bcl_built),
                              "--port", str(port), "--no-open"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_port(port, proc)
