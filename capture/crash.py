@@ -50,7 +50,7 @@ def crash_point(name: str, half_file: tuple[Path, bytes | list[bytes]] | None = 
             os.fsync(fd)
         if half_file is not None:
             path, data = half_file
-            data = data if isinstance(data, bytes) else b"".join(data)
+            data = b"".join(data) if isinstance(data, list) else data
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "wb") as f:
                 f.write(data[: len(data) // 2])

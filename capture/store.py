@@ -195,7 +195,7 @@ def _write_file(path: Path, data: bytes | list[bytes]) -> None:
     pages are also dear (`benchmarks/bench_record.py` prints what this machine's cost). Where
     O_DIRECT is refused, the file is written the usual way."""
     global _direct
-    parts = [data] if isinstance(data, bytes) else data
+    parts = data if isinstance(data, list) else [data]  # (any buffer, or a list of them)
     if _direct and sum(map(len, parts)) >= DIRECT_BYTES:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
@@ -604,7 +604,7 @@ class ObjectStore(Store):
         if self.read_only:
             raise PermissionError(f"{self.url} is read-only")
         kind = WEB_TYPES.get(os.path.splitext(key)[1])  # a bucket that serves the viewer sends it with its type
-        data = data if isinstance(data, bytes) else b"".join(data)
+        data = b"".join(data) if isinstance(data, list) else data
         self._call(obstore.put, key, data, key=key, **({"attributes": {"Content-Type": kind}} if kind else {}))
 
     def put_many(self, items: Iterable[tuple[str, bytes | list[bytes]]]) -> None:
