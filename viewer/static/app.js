@@ -6,7 +6,7 @@
 // section says the step it shows in its own data-step) and prefetches the neighbouring steps of
 // those sections. A section scrolled into view (or opened) later fetches and draws the step then.
 // Served by `acc-capture serve`, the page also trains: see live.js.
-import { ChunkStore, Cancelled, PRIO, locate } from "./data.js";
+import { ChunkStore, Cancelled, PRIO, addPageHelpers, locate } from "./data.js";
 import { Panel } from "./panels.js";
 import { h } from "./plots.js";
 import { formatValue } from "./stats.js";
@@ -33,23 +33,13 @@ function makePage(raw) {
     lossSeries: null,
     deadRow: null,
   };
-  const sizes = {};
-  for (const meta of Object.values(page.arrays)) meta.dims.forEach((d, i) => { if (i > 0 && !(d in sizes)) sizes[d] = meta.shape[i]; });
-  page.dimSize = (name) => sizes[name];
-  page.available = (key) => Boolean(page.arrays[`tensors/${key}`] || page.arrays[`summary/${key}`]);
-  page.isDead = (i) => Boolean(page.deadRow && page.deadRow[i] < page.run.dead_win_rate);
-  page.missingSummary = (name) => (page.run.kind !== "bcl" || page.run.bcl
-    ? `${name} is not in this recording` : `not recorded: the ${page.run.condition} condition has no BCL`);
+  addPageHelpers(page);
   page.nearestFull = (step) => {
     let before = null, after = null;
     for (let s = step - 1; s >= 0; s--) if (page.full[s]) { before = s; break; }
     for (let s = step + 1; s < page.run.steps; s++) if (page.full[s]) { after = s; break; }
     return [before, after];
   };
-  const policy = page.run.policy || {};
-  const ranges = (policy.full_steps || []).map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", ");
-  const kept = [policy.full_every && `every ${policy.full_every} steps`, ranges && `for steps ${ranges}`].filter(Boolean);
-  page.fullNote = kept.length ? `full tensors ${kept.join(" and ")}` : "full tensors only for some steps";
   return page;
 }
 

@@ -5,7 +5,7 @@
 // runs. One scrubber, the arrow keys and the address drive both; runs of different lengths scrub
 // to the shorter. As in the run viewer, a step fetches only what the open sections draw (each run
 // through its own ChunkStore), and the page root carries data-step and data-ready="true" once drawn.
-import { ChunkStore, Cancelled, PRIO, locate } from "./data.js";
+import { ChunkStore, Cancelled, PRIO, addPageHelpers, locate } from "./data.js";
 import { Panel, imageLayout } from "./panels.js";
 import { Bars, Heatmap, ThumbGrid, h } from "./plots.js";
 import { formatValue } from "./stats.js";
@@ -34,18 +34,7 @@ function makePage(raw, run) {
     layout: { sections: raw.sections, tables: raw.tables, timeline: raw.timeline },
     path: run.path, full: null, nonfinite: null, lossSeries: null, deadRow: null,
   };
-  const sizes = {};
-  for (const meta of Object.values(page.arrays)) meta.dims.forEach((d, i) => { if (i > 0 && !(d in sizes)) sizes[d] = meta.shape[i]; });
-  page.dimSize = (name) => sizes[name];
-  page.available = (key) => Boolean(page.arrays[`tensors/${key}`] || page.arrays[`summary/${key}`]);
-  page.isDead = (i) => Boolean(page.deadRow && page.deadRow[i] < page.run.dead_win_rate);
-  page.missingSummary = (name) => (page.run.kind !== "bcl" || page.run.bcl
-    ? `${name} is not in this recording` : `not recorded: the ${page.run.condition} condition has no BCL`);
-  const policy = page.run.policy || {};
-  const ranges = (policy.full_steps || []).map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", ");
-  const kept = [policy.full_every && `every ${policy.full_every} steps`, ranges && `for steps ${ranges}`].filter(Boolean);
-  page.fullNote = kept.length ? `full tensors ${kept.join(" and ")}` : "full tensors only for some steps";
-  return page;
+  return addPageHelpers(page);
 }
 
 /** The per-step flags (full tensors, non-finite counts) and the loss of every step, onto the page. */

@@ -208,6 +208,26 @@ export class ChunkStore {
 }
 
 /**
+ * The helpers every page over a recording uses, added to `page` (its run, arrays and, once loaded,
+ * deadRow): dimSize(name), available(key), isDead(feature), missingSummary(name), and fullNote,
+ * the line that says which steps kept full tensors. Returns the page.
+ */
+export function addPageHelpers(page) {
+  const sizes = {};
+  for (const meta of Object.values(page.arrays)) meta.dims.forEach((d, i) => { if (i > 0 && !(d in sizes)) sizes[d] = meta.shape[i]; });
+  page.dimSize = (name) => sizes[name];
+  page.available = (key) => Boolean(page.arrays[`tensors/${key}`] || page.arrays[`summary/${key}`]);
+  page.isDead = (i) => Boolean(page.deadRow && page.deadRow[i] < page.run.dead_win_rate);
+  page.missingSummary = (name) => (page.run.kind !== "bcl" || page.run.bcl
+    ? `${name} is not in this recording` : `not recorded: the ${page.run.condition} condition has no BCL`);
+  const policy = page.run.policy || {};
+  const ranges = (policy.full_steps || []).map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", ");
+  const kept = [policy.full_every && `every ${policy.full_every} steps`, ranges && `for steps ${ranges}`].filter(Boolean);
+  page.fullNote = kept.length ? `full tensors ${kept.join(" and ")}` : "full tensors only for some steps";
+  return page;
+}
+
+/**
  * Where a key's values for one step come from: { array } (a summary kept for every step, or the
  * tensor chunk) or { missing: "why, in one line" }. `key` may also name a summary that is no key
  * (a per-feature summary such as grad_magnitude): it comes from that summary for every step.
