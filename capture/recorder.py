@@ -133,7 +133,7 @@ class _Chunker:
             return _File(key, lambda: codecs.encode("bytes", rows))
         encoded, pending, self.pending, codec, crc = self.encoded, self.pending, {}, self.codec, self.crc
 
-        def shard() -> bytes:
+        def shard() -> list[bytes]:
             for i, values in pending.items():
                 encoded[i] = codecs.encode(codec, values, crc)
             return fmt.shard_parts(encoded)

@@ -121,7 +121,8 @@ class Store:
     # -- writing
     def put(self, key: str, data: bytes | list[bytes]) -> None:
         """Write the whole file atomically: a reader sees the old file or the new one, never a part.
-        `data`: its bytes, or its parts in order (a shard's: `format.shard_parts`)."""
+        `data`: its bytes (any contiguous buffer), or a list of its parts in order (a shard's:
+        `format.shard_parts`)."""
         raise NotImplementedError
 
     def put_many(self, items: Iterable[tuple[str, bytes | list[bytes]]]) -> None:
@@ -195,8 +196,8 @@ def _write_file(path: Path, data: bytes | list[bytes]) -> None:
     pages are also dear (`benchmarks/bench_record.py` prints what this machine's cost). Where
     O_DIRECT is refused, the file is written the usual way."""
     global _direct
-    parts = data if isinstance(data, list) else [data]  # (any buffer, or a list of them)
-    if _direct and sum(map(len, parts)) >= DIRECT_BYTES:
+    parts = [memoryview(p).cast("B") for p in (data if isinstance(data, list) else [data])]  # (as bytes, whatever their type)
+    if _direct and sum(p.nbytes for p in parts) >= DIRECT_BYTES:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
         except OSError as e:
@@ -214,7 +215,7 @@ def _write_file(path: Path, data: bytes | list[bytes]) -> None:
         f.writelines(parts)
 
 
-def _write_direct(fd: int, parts: list[bytes]) -> bool:
+def _write_direct(fd: int, parts: list[memoryview]) -> bool:
     """Write `parts` one after the other into `fd` (opened with O_DIRECT), copied into this thread's
     aligned buffer and written a buffer at a time, the last padded to a whole block; False if the
     file system refuses it at once."""
@@ -230,7 +231,7 @@ def _write_direct(fd: int, parts: list[bytes]) -> bool:
             _pwrite_all(fd, view[:padded], written)
 
         try:
-            for part in map(memoryview, parts):
+            for part in parts:
                 done = 0
                 while done < len(part):
                     n = min(len(part) - done, _PIECE - filled)
