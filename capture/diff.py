@@ -1,7 +1,7 @@
 """Where two recordings part: `diff(a, b)` compares them step by step, key by key, and says where they first differ.
 
 Keys are compared in the order of A's key table, steps in order; a key whose values name things
-(class labels, neighbour indices: `acc.step_inspector.NAMES`) is equal or not, whatever `atol`.
+(class labels, neighbour indices: `Recording.named_keys`) is equal or not, whatever `atol`.
 Once a key differs, the rest of it is not read (unless `whole`). A file (a shard of 20 steps, or a chunk of many) that is byte for
 byte the same in both recordings holds the same values, so it is not decoded at all: two identical
 recordings compare at the speed of reading their files.
@@ -19,7 +19,6 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from acc.step_inspector import NAMES
 from capture import format as fmt
 from capture.recording import Recording, RecordingError, _read_row, _zarr_read
 
@@ -345,7 +344,7 @@ def diff(a: str | Path | Recording, b: str | Path | Recording, *, steps: tuple[i
     both_full = ra.full_capture[lo:last + 1] & rb.full_capture[lo:last + 1] if compared else np.zeros(0, bool)
     full = [lo + int(i) for i in np.flatnonzero(both_full)]
     sums = [s for s in ra.summaries if s in rb.summaries]
-    named = {e["key"] for r in (ra, rb) for e in r.key_table if e.get("render") in NAMES}
+    named = ra.named_keys | rb.named_keys
 
     def compare_key(key: str) -> KeyDiff:
         if key not in named:

@@ -176,11 +176,6 @@ def shard_parts(chunks: list[bytes | None]) -> list[bytes]:
     return [c for c in chunks if c] + [struct.pack(f"<{len(index)}Q", *index)]
 
 
-def encode_shard(chunks: list[bytes | None]) -> bytes:
-    """A shard file's bytes (`shard_parts` joined)."""
-    return b"".join(shard_parts(chunks))
-
-
 def shard_chunks(data: bytes, n: int) -> list[bytes | None]:
     """The n encoded chunks of a whole shard file (None where the index says empty)."""
     entries = struct.unpack(f"<{2 * n}Q", data[len(data) - 16 * n:])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from acc.step_inspector import RENDERS
+from acc.step_inspector import NAMES, RENDERS
 from capture import codecs
 from capture import format as fmt
 from capture.store import DirStore, ObjectStore, Store, StoreError, open_store
@@ -263,6 +263,8 @@ class Recording:
         self.key_table: list[dict] = [e for e in meta["key_table"]]
         order = {e["key"]: i for i, e in enumerate(self.key_table)}
         self.keys: list[str] = sorted(meta["keys"], key=order.__getitem__)  # stored keys, in the table's order
+        # keys whose values name things (class labels, neighbour indices): compared equal or not, never subtracted
+        self.named_keys: set[str] = {e["key"] for e in self.key_table if e["render"] in NAMES}
         self.condition: str | None = meta.get("condition")
         self.recipe: str | None = meta.get("recipe")
         self.tensors: dict[str, zarr.Array] = {k: root["tensors"][k] for k in self.keys}

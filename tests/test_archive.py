@@ -263,7 +263,7 @@ def assert_diffs_match_numpy(pg, a: Path, b: Path, step: int) -> dict:
     |A − B|; for a key of names (labels, neighbour indices), how many elements differ."""
     shown = pg.evaluate(DIFFS)
     ra, rb = Recording.open(a).step(step), Recording.open(b).step(step)
-    named = {e["key"] for e in Recording.open(a).key_table if e["render"] in NAMES}
+    named = {e["key"] for e in Recording.open(a).key_table if e["render"] in NAMES}  # (as the table says, not as the page)
     assert set(shown) == set(ra) | set(rb)
     for key in ra.keys() & rb.keys():
         x, y = ra[key], rb[key]

@@ -22,7 +22,7 @@ import pytest
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec
 
-from acc.step_inspector import StepTensorKey
+from acc.step_inspector import NAMES, StepTensorKey
 from browser import (SECTION_SHOWS, byte_span, canvases, close, copy_recording, free_port, open_at,
                      serve_in_thread, serve_plain, show, step_bytes, wait_for_port, wait_step, wait_worker)
 from capture.recording import Recording
@@ -801,7 +801,7 @@ def test_build_renders_the_key_table_from_the_enum(bcl_built):
     html = (bcl_built / "index.html").read_text()
     data = json.loads(re.search(r'<script type="application/json" id="acc-data">(.*?)</script>', html, re.S).group(1))
     assert data["keys"] == [{"value": k.value, "name": k.name, "dims": list(k.dims), "bcl": k.bcl, "render": k.render,
-                             "signed": k.signed, "description": k.description} for k in StepTensorKey]
+                             "signed": k.signed, "description": k.description, "named": k.render in NAMES} for k in StepTensorKey]
     rec = Recording.open(bcl_built)
     for key, arr in rec.tensors.items():
         meta = data["arrays"][f"tensors/{key}"]

@@ -43,10 +43,12 @@ class ViewerError(Exception):
 
 
 def key_table(rec: Recording) -> list[dict]:
-    """The recording's key table as the page reads it; `bcl` marks the keys only BCL conditions have."""
+    """The recording's key table as the page reads it; `bcl` marks the keys only BCL conditions have,
+    `named` those whose values name things (compared equal or not: `Recording.named_keys`)."""
     bcl = layout.is_bcl(rec.meta)
     return [{"value": e["key"], "name": e["name"], "dims": list(e["dims"]), "bcl": bcl and e["key"] in layout.BCL_ONLY,
-             "render": e["render"], "signed": bool(e.get("signed", False)), "description": e.get("description", "")}
+             "render": e["render"], "signed": bool(e.get("signed", False)), "description": e.get("description", ""),
+             "named": e["key"] in rec.named_keys}
             for e in rec.key_table]
 
 

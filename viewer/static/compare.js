@@ -23,8 +23,6 @@ const product = (xs) => xs.reduce((x, y) => x * y, 1);
 const shapeText = (shape) => `[${shape.join(", ")}]`;
 // keys whose values name things (class labels, feature indices): A − B would be a difference of
 // names, so these compare as equal or not, element by element
-const CATEGORICAL = { labels: true, neighbors: true };  // (renders, as panels.js's RENDERERS names them)
-const categorical = (key) => Object.hasOwn(CATEGORICAL, key.render);
 
 /** What the run viewer's page object holds (app.js), for one run of the pair. */
 function makePage(raw, run) {
@@ -46,7 +44,7 @@ function loadBasics(store, page) {
 /**
  * How A and B compare at one step: identical (bit for bit), or how many elements differ and the
  * largest |A - B| among them (a NaN against a number counts as differing, outside the maximum),
- * with the element-wise A - B for drawing. `named`: the values are names (CATEGORICAL), so the
+ * with the element-wise A - B for drawing. `named`: the values are names (the key table says `named`), so the
  * drawing is 1 where A and B differ and 0 where they agree, and there is no largest difference.
  */
 export function compareValues(a, b, named = false) {
@@ -88,12 +86,12 @@ function diffWords(c) {
 }
 
 /** A − B drawn for a key of `shape`: thumbnails for images and square rows, bars for vectors, else a
- * heatmap; for a key of names (CATEGORICAL), 1 where A and B differ, 0 where they agree. */
+ * heatmap; for a key of names (the key table says `named`), 1 where A and B differ, 0 where they agree. */
 class DiffPlot {
   constructor(parent, key, shape) {
     const body = this.body = h("div", { class: "body" });
     parent.append(body);
-    this.named = categorical(key);
+    this.named = key.named;
     const words = this.named ? (v) => (v ? "A ≠ B" : "A = B") : (v) => `A − B = ${formatValue(v)}`;
     const image = (key.render === "images" || key.render === "weights") ? imageLayout(key.dims, shape) : null;
     if (!shape.length) {
@@ -153,7 +151,7 @@ class Row {
       }
       return { page, panel: new Panel(cell, { ...spec, note: "" }, page) };
     });
-    const named = categorical(key);
+    const named = key.named;
     this.diffCell = h("div", { class: "cell", "data-side": "diff" },
       h("div", { class: "cell-head" }, h("span", { class: "tag d", text: named ? "A ≠ B" : "A − B" }),
         h("span", { text: named ? "1 where they differ" : "diverging, white: 0" })));
@@ -178,7 +176,7 @@ class Row {
     } else {
       this.diffLine.hidden = false;
       this.diffLine.textContent = comparison.kind !== "identical" ? comparison.text
-        : `identical at this step: ${categorical(this.keyInfo) ? "A = B" : "A − B is 0"} everywhere`;
+        : `identical at this step: ${this.keyInfo.named ? "A = B" : "A − B is 0"} everywhere`;
       if (this.plot) this.plot.body.hidden = true;
     }
   }
@@ -374,7 +372,7 @@ class Compare {
     const sa = ma.shape.slice(1), sb = mb.shape.slice(1);
     if (sa.join() !== sb.join()) return { kind: "shapes", text: `shapes differ: A ${shapeText(sa)}, B ${shapeText(sb)}` };
     const key = this.pages.map((p) => p.keyByValue[k]).find(Boolean);
-    const values = compareValues(rows[0][k], rows[1][k], Boolean(key && categorical(key)));
+    const values = compareValues(rows[0][k], rows[1][k], Boolean(key && key.named));
     return { kind: values.identical ? "identical" : "differs", text: diffWords(values), values, shape: sa };
   }
 
