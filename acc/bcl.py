@@ -41,7 +41,8 @@ class BCL:
         return {"calls": self.calls, "neighbors": None if self.neighbors is None else self.neighbors.clone()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.calls, self.neighbors = state["calls"], state["neighbors"]
+        neighbors = state["neighbors"]  # (saved from the device the run trained on)
+        self.calls, self.neighbors = state["calls"], None if neighbors is None else neighbors.to(self.layer.weight.device)
 
     @torch.no_grad()
     def _forward_hook(self, module: nn.Linear, inputs: tuple[Tensor, ...], z: Tensor) -> None:

@@ -62,6 +62,14 @@ def parse_keys(text: str | None, condition_keys: list[StepTensorKey], condition:
     return keys
 
 
+MAX_CHUNK_STEPS = 1000  # the ring of shared memory holds three chunks of every key (BCL's: 2.3 MB a step)
+
+
+def check_chunk_steps(chunk_steps: int) -> None:
+    if not 1 <= chunk_steps <= MAX_CHUNK_STEPS:
+        raise Fail(f"--chunk-steps must be from 1 to {MAX_CHUNK_STEPS}, not {chunk_steps}")
+
+
 def location(text: str) -> Path | str:
     """A URL as it is (s3://bucket/prefix), anything else a local path; a URL that cannot be used
     (no credentials, an unknown scheme, a typo such as s3:/bucket) fails here, before anything is written."""
@@ -107,7 +115,7 @@ def run(
     temperature: Annotated[Optional[float], typer.Option(help="BCL rank-score temperature [default: 5.0].")] = None,
     recompute_every: Annotated[Optional[int], typer.Option(help="BCL steps between neighbour recomputations [default: 50].")] = None,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
-    chunk_steps: Annotated[int, typer.Option(help="Steps trained between writes to disk.")] = 20,
+    chunk_steps: Annotated[int, typer.Option(help=f"Steps trained between writes to disk (1 to {MAX_CHUNK_STEPS}).")] = 20,
     full_every: Annotated[Optional[int], typer.Option(help="Keep full tensors only every M-th step (summaries always).")] = None,
     full_steps: Annotated[Optional[str], typer.Option(help="Keep full tensors for these steps, e.g. 0-50,1000-1050.")] = None,
     keys: Annotated[Optional[str], typer.Option(help="Store only these tensor keys, comma-separated [default: all].")] = None,
@@ -122,9 +130,9 @@ def run(
 
     if steps <= 0:
         raise Fail(f"--steps must be a positive number of steps, not {steps}")
-    for name, value in (("--chunk-steps", chunk_steps), ("--full-every", full_every)):
-        if value is not None and value <= 0:
-            raise Fail(f"{name} must be positive, not {value}")
+    check_chunk_steps(chunk_steps)
+    if full_every is not None and full_every <= 0:
+        raise Fail(f"--full-every must be positive, not {full_every}")
     from capture.writer import prestart
 
     prestart(torch=dtype.value == "float16")  # the writer process: its start-up overlaps the imports of torch and the data's loading
@@ -135,7 +143,7 @@ def run(
         check_seed(seed)
         config = make_config(condition, batch_size=batch_size, lr=lr, som_lr=som_lr, neighborhood_k=neighborhood_k,
                              temperature=temperature, recompute_every=recompute_every)
-        ranges = fmt.parse_ranges(full_steps) if full_steps else []
+        ranges = fmt.parse_ranges(full_steps) if full_steps is not None else []
         dev = resolve_device(device.value)
     except (UnknownCondition, ValueError) as e:
         raise Fail(str(e)) from None
@@ -198,19 +206,19 @@ def resume(
     path: Annotated[str, typer.Argument(help="A recording directory, or a URL (s3://bucket/prefix).")],
     steps: Annotated[int, typer.Option(help="Further steps to record.")] = 50,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
-    chunk_steps: Annotated[int, typer.Option(help="Steps trained between writes to disk.")] = 20,
+    chunk_steps: Annotated[int, typer.Option(help=f"Steps trained between writes to disk (1 to {MAX_CHUNK_STEPS}).")] = 20,
     data_root: Annotated[Optional[Path], typer.Option(help="A directory holding MNIST/raw/ [default: the shipped copy].")] = None,
 ) -> None:
     """Continue a recording where it stopped, bit-exactly, appending to it."""
     from acc.conditions import RunConfig
     from acc.data import DataError
     from acc.recipe import build_run, resolve_device
+    from capture.recorder import StateError
     from capture.session import RecordingSession
 
     if steps <= 0:
         raise Fail(f"--steps must be a positive number of steps, not {steps}")
-    if chunk_steps <= 0:
-        raise Fail(f"--chunk-steps must be positive, not {chunk_steps}")
+    check_chunk_steps(chunk_steps)
     from capture.writer import prestart
 
     prestart()
@@ -227,13 +235,13 @@ def resume(
         raise Fail(str(e)) from None
     command = shlex.join(["acc-capture", *sys.argv[1:]])
     try:
-        session, state = RecordingSession.resume(path, StepTensorKey, command, expect_steps=rec.steps + steps)
+        session, _ = RecordingSession.resume(path, StepTensorKey, command, expect_steps=rec.steps + steps,
+                                             apply=run_.load_state_dict)
     except BlockingIOError:
         raise Fail(f"another process is writing {path}") from None
-    except FileNotFoundError as e:
+    except (FileNotFoundError, StateError) as e:
         raise Fail(str(e)) from None
     start = session.steps_completed
-    run_.load_state_dict(state)
     _record_with_progress(run_, session, steps, chunk_steps, f"{rec.condition} {path} from step {start}")
     out.print(f"recorded steps {start}..{start + steps - 1} of {rec.condition} to {path} ({session.steps_completed} steps in all)")
     out.print(f"view it:  acc-capture view {shlex.quote(str(path))}")
@@ -338,9 +346,9 @@ def view(
     from viewer.archive import build_archive
     from viewer.server import make_server, serve_until_interrupted
 
-    from capture.store import is_url
+    from capture.store import is_url, local_path
 
-    path = location if is_url(location) else Path(location)
+    path = location if is_url(location) else local_path(location)
     folder = isinstance(path, Path) and path.is_dir() and not (path / "zarr.json").exists()  # not a recording: a folder of them
     rec = None if folder else open_recording(path)
     try:  # bind first: a bad or busy port is refused before anything is written
@@ -391,7 +399,7 @@ def _viewer_beside(rec: Recording, server, build_only: bool) -> str:
 
 @app.command("serve")
 def serve_live(
-    path: Annotated[Optional[Path], typer.Argument(help="A recording to continue (none: a new recording, see --condition).")] = None,
+    path: Annotated[Optional[str], typer.Argument(help="A recording to continue (none: a new recording, see --condition).")] = None,
     condition: Annotated[Optional[str], typer.Option(help="Start a new recording of this condition (bcl-slow if not given) at the next free recordings/runN.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of a new recording (0 if not given).")] = None,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
@@ -401,6 +409,7 @@ def serve_live(
     """Serve a recording with a live session: the page's Step buttons train and append steps, as `resume` would."""
     import signal
 
+    from capture.store import local_path
     from viewer.server import serve_until_interrupted
 
     def stop(signum, frame):  # `kill` stops the session as Ctrl-C does
@@ -408,7 +417,7 @@ def serve_live(
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        server = open_live_server(path, condition, seed, device.value, port)
+        server = open_live_server(None if path is None else local_path(path), condition, seed, device.value, port)
     except KeyboardInterrupt:
         raise Fail("interrupted before the session opened") from None
     api = server.api
@@ -460,14 +469,15 @@ def pack_run(
 
 @app.command("unpack")
 def unpack_run(
-    archive: Annotated[Path, typer.Argument(metavar="ZIP", help="A zip file written by `acc-capture pack`.")],
+    archive: Annotated[str, typer.Argument(metavar="ZIP", help="A zip file written by `acc-capture pack`.")],
     dest: Annotated[Path, typer.Argument(metavar="DIR", help="A new or empty directory to unpack into.")],
 ) -> None:
     """Give back the recording directory of a packed zip: the same files with the same bytes."""
     from capture.pack import PackError, unpack
+    from capture.store import local_path
 
     try:
-        files = unpack(archive, dest)
+        files = unpack(local_path(archive), dest)
     except PackError as e:
         raise Fail(str(e)) from None
     print(f"unpacked {archive} into {dest} ({files} files)")

@@ -44,8 +44,7 @@ class LiveSession:
         self.path, self.condition, self.chunk_steps = Path(path), rec.condition, chunk_steps
         self.config = RunConfig.from_dict(rec.condition, rec.meta["config"])
         self.run = build_run(self.config, rec.meta["seed"], resolve_device(device))
-        self.session, state = RecordingSession.resume(self.path, StepTensorKey, command)
-        self.run.load_state_dict(state)
+        self.session, _ = RecordingSession.resume(self.path, StepTensorKey, command, apply=self.run.load_state_dict)
 
     @classmethod
     def create(cls, path: Path, condition: str, seed: int = 0, device: str = "auto", note: str = "") -> LiveSession:

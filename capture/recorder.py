@@ -244,7 +244,18 @@ def has_state(store: Store | Path, step: int) -> bool:
     return open_store(store).exists(_state_key(step))
 
 
+class StateError(ValueError):
+    """A saved training state that cannot be read, or that does not fit the run meant to go on from
+    it; the message says which, in one line."""
+
+
+def _one_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]
+
+
 def load_state(store: Store | Path, step: int) -> dict:
+    """The training state saved after `step` steps, its tensors on the CPU (a run on another device
+    loads them onto its own). FileNotFoundError if none was saved, StateError if it cannot be read."""
     import torch
 
     store = open_store(store)
@@ -252,7 +263,11 @@ def load_state(store: Store | Path, step: int) -> dict:
         data = store.get(_state_key(step))
     except FileNotFoundError:
         raise FileNotFoundError(f"no saved training state for step {step} in {store}") from None
-    return torch.load(io.BytesIO(data), weights_only=True)
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception as e:  # a damaged or truncated file: whatever torch's unpickler makes of it
+        raise StateError(f"the training state saved at step {step} in {store} cannot be read: it is damaged, "
+                         f"or not a state this tool saved ({type(e).__name__})") from None
 
 
 def prune_states(store: Store | Path, keep: int) -> None:
@@ -342,13 +357,15 @@ class Recorder:
 
     @classmethod
     def append(cls, path: Path | str | Store, vocabulary, command: str, expect_steps: int = 0,
-               need_state: bool = True) -> tuple[Recorder, dict | None]:
+               need_state: bool = True, apply: Callable[[dict], None] | None = None) -> tuple[Recorder, dict | None]:
         """Reopen a recording to add steps after its completed ones.
 
         Returns the recorder and the training state saved at `steps_completed` (None if there is none
-        and `need_state` is False). Whatever an interrupted writer left beyond `steps_completed` is
+        and `need_state` is False); `apply(state)`, the run's `load_state_dict`, is called with it
+        before anything changes. Whatever an interrupted writer left beyond `steps_completed` is
         discarded, stale `.partial` files included. Raises BlockingIOError if another process is
-        writing it, FileNotFoundError if a state is needed and none was saved (nothing changed then).
+        writing it, FileNotFoundError if a state is needed and none was saved, StateError if it
+        cannot be read or `apply` refuses it (nothing changed then).
         """
         store = open_store(path)
         lock = store.lock()
@@ -360,6 +377,12 @@ class Recorder:
             if need_state and not saved:
                 raise FileNotFoundError(f"no saved training state for step {done} in {path}")
             state = load_state(store, done) if saved else None
+            if apply is not None and state is not None:
+                try:
+                    apply(state)
+                except Exception as e:  # a state of another run, or of another version of it
+                    raise StateError(f"the training state saved at step {done} in {path} does not fit this run "
+                                     f"({_one_line(e)})") from None
             for key, _ in store.list():
                 if key.endswith(PARTIAL):
                     store.delete(key)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
+
 import torch
 
 from acc.step_inspector import CaptureError, StepInspector, TensorKey
@@ -73,10 +75,12 @@ class RecordingSession:
 
     @classmethod
     def resume(cls, path: str | Path, keys: type[TensorKey], command: str, chunk_steps: int | None = None,
-               expect_steps: int = 0) -> tuple[RecordingSession, dict]:
-        """Go on with a recording after its completed steps; also returns the training state saved there
-        (FileNotFoundError if none was, BlockingIOError if another process is writing the recording)."""
-        recorder, state = Recorder.append(path, keys, command, expect_steps)
+               expect_steps: int = 0, apply: Callable[[dict], None] | None = None) -> tuple[RecordingSession, dict]:
+        """Go on with a recording after its completed steps; also returns the training state saved there,
+        given first to `apply` (the run's `load_state_dict`) before the recording changes. Raises
+        FileNotFoundError if none was saved, StateError if it cannot be read or `apply` refuses it,
+        BlockingIOError if another process is writing the recording."""
+        recorder, state = Recorder.append(path, keys, command, expect_steps, apply=apply)
         return cls(recorder, keys, chunk_steps), state
 
     def sync(self) -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 import zarr
 
 from capture import Recording
+from capture.recorder import state_bytes
 from conftest import assert_one_line_error, fork_cli, snapshot
 
 
@@ -65,6 +67,27 @@ def bad(tmp_path_factory, control_rec) -> dict:
         "meta_steps_negative": bad_meta("meta_steps_negative", steps_completed=-4),
         "meta_steps_beyond_the_arrays": bad_meta("meta_steps_beyond", steps_completed=1000),
     }
+    def copy_with(name: str, change: Callable[[Path], None]) -> Path:
+        """A copy of a good recording, damaged by `change(copy)`."""
+        path = base / name
+        shutil.copytree(control_rec, path)
+        change(path)
+        return path
+
+    def state_file(path: Path) -> Path:
+        [file] = (path / "state").glob("*.pt")
+        return file
+
+    good_state = state_file(control_rec).read_bytes()
+    damaged_states = {  # name -> (a recording whose saved training state is damaged, a word of the error line)
+        "resume_state_garbage": (copy_with("state_garbage", lambda p: state_file(p).write_bytes(b"garbage\n")),
+                                 "cannot be read"),
+        "resume_state_truncated": (copy_with("state_truncated", lambda p: state_file(p).write_bytes(good_state[:1000])),
+                                   "cannot be read"),
+        "resume_state_of_another_run": (copy_with("state_other", lambda p: state_file(p).write_bytes(
+            state_bytes({"model": {}}))), "does not fit"),
+    }
+    no_full_capture = copy_with("no_full_capture", lambda p: shutil.rmtree(p / "summary" / "full_capture"))
     never = base / "never"  # --out of runs refused before they start: never/<case> must not be created
     refused_runs = {  # name -> (arguments of `run`, a word the error line must contain)
         "condition_unknown": (["--condition", "nope"], "nope"),
@@ -76,6 +99,9 @@ def bad(tmp_path_factory, control_rec) -> dict:
         "full_steps_backwards": (["--full-steps", "5-2"], "5-2"),
         "full_steps_garbage": (["--full-steps", "x"], "full-steps"),
         "chunk_steps_zero": (["--chunk-steps", "0"], "chunk-steps"),
+        "chunk_steps_too_many": (["--chunk-steps", "100000"], "chunk-steps"),  # (a ring of three chunks of every key)
+        "full_steps_none": (["--full-steps", ","], "names no step"),
+        "full_steps_open_ended": (["--full-steps", "5-"], "5-"),
         "dtype_unknown": (["--dtype", "float64"], "float64"),
         "data_root_empty": (["--steps", "2", "--data-root", str(empty_data)], "mnist"),
         # settings of the run out of their range (acc/conditions.py make_config)
@@ -117,6 +143,10 @@ def bad(tmp_path_factory, control_rec) -> dict:
                                    [foreign]),
     }
     cases.update({f"info_{name}": (["info", str(path)], path.name, [path]) for name, path in meta_cases.items()})
+    cases.update({name: (["resume", str(path), "--steps", "2"], word, [path])
+                  for name, (path, word) in damaged_states.items()})
+    cases["info_no_full_capture"] = (["info", str(no_full_capture)], "full_capture", [no_full_capture])
+    cases["resume_chunk_steps_too_many"] = (["resume", str(existing), "--chunk-steps", "1001"], "chunk-steps", [existing])
     ports = {"port_zero": "0", "port_negative": "-1", "port_too_large": "65536", "port_huge": "99999999999"}
     for name, port in ports.items():  # neither command writes anything: not the viewer, not a new recording
         cases[f"view_{name}"] = (["view", str(existing), "--port", port, "--no-open"], "port", [existing])
@@ -146,7 +176,9 @@ def check_refused(bad: dict, name: str) -> None:
 
 REFUSED = ["info_missing", "info_not_a_recording", "info_a_file", "info_corrupt_zarr_json",
            "info_corrupt_array_metadata", "condition_unknown", "key_unknown", "key_not_in_condition", "steps_zero",
-           "steps_negative", "steps_not_a_number", "full_steps_backwards", "full_steps_garbage", "chunk_steps_zero",
+           "steps_negative", "steps_not_a_number", "full_steps_backwards", "full_steps_garbage", "full_steps_none",
+           "full_steps_open_ended", "chunk_steps_zero", "chunk_steps_too_many", "resume_chunk_steps_too_many",
+           "info_no_full_capture",
            "data_root_empty", "out_existing_recording", "out_corrupt_recording", "out_corrupt_recording_force", "out_not_a_recording",
            "out_not_a_recording_force", "out_a_file", "out_under_a_file", "out_under_proc"]
 OUT_OF_RANGE = ["lr_negative", "lr_zero", "lr_nan", "lr_infinite", "lr_beyond_float32", "som_lr_nan_temperature_negative", "som_lr_negative",
@@ -159,6 +191,15 @@ PORTS = [f"{command}_{name}" for command in ("view", "serve", "serve_new")
 @pytest.mark.parametrize("name", REFUSED)
 def test_bad_input_is_refused_cleanly(bad, name):
     check_refused(bad, name)
+
+
+@pytest.mark.parametrize("name", ["resume_state_garbage", "resume_state_truncated", "resume_state_of_another_run"])
+def test_resume_refuses_a_damaged_training_state_and_leaves_the_recording_as_it_was(bad, name):
+    """A state that cannot be read, or that loads but is not this run's, is refused before the
+    recording is touched: every file the same bytes, so it still reads complete, with no resume noted."""
+    check_refused(bad, name)
+    rec = Recording.open(bad["cases"][name][2][0])
+    assert rec.status == "complete" and rec.steps == 12 and not rec.meta.get("resumed")
 
 
 @pytest.mark.parametrize("name", OUT_OF_RANGE)

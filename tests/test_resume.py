@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
 
 from conftest import acc, acc_start
@@ -46,6 +49,32 @@ def test_resume_equals_one_run(straight, tmp_path):
     meta = zarr.open_group(path, mode="r").attrs["acc_capture"]
     assert meta["status"] == "complete" and meta["steps_completed"] == 130
     assert [r["at_step"] for r in meta["resumed"]] == [70]
+
+
+def as_saved_on_a_gpu(file: Path) -> None:
+    """Rewrite a training state as torch.save writes it on a GPU: its storages located on cuda:0."""
+    cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"  # (the location, a pickled str)
+    saved, out = zipfile.ZipFile(io.BytesIO(file.read_bytes())), io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        for info in saved.infolist():
+            data = saved.read(info)
+            if info.filename.endswith("/data.pkl"):
+                assert cpu in data
+                data = data.replace(cpu, cuda)
+            z.writestr(info.filename, data)
+    file.write_bytes(out.getvalue())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a state from a GPU on a machine without one")
+def test_a_state_saved_on_a_gpu_resumes_on_the_cpu(straight, tmp_path):
+    path = tmp_path / "from_gpu"
+    acc("run", "--steps", "120", "--out", str(path), "--chunk-steps", "40")
+    [state] = (path / "state").glob("*.pt")
+    as_saved_on_a_gpu(state)
+    with pytest.raises(RuntimeError, match="CUDA"):  # what torch.load alone makes of it here
+        torch.load(state, weights_only=True)
+    acc("resume", str(path), "--steps", "10", "--device", "cpu")
+    assert_same(path, straight)
 
 
 def test_resume_several_times_and_sparse_policy(tmp_path):
