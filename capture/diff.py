@@ -250,7 +250,7 @@ class _Rows:
 
     def __getitem__(self, n: int) -> np.ndarray:
         if self.files is None or self.files.sharded:
-            return _read_row(self.rec.store, self.arr, self.files, n)
+            return _read_row(self.rec.store, self.arr, self.files, n, kept=bool(self.rec.full_capture[n]))
         index, row = divmod(n, self.files.steps)
         if self._chunk[0] != index:
             start = index * self.files.steps

@@ -110,14 +110,16 @@ def parse_ranges(text: str) -> list[tuple[int, int]]:
     """'0-50,1000-1050,7' -> [(0, 50), (1000, 1050), (7, 7)], inclusive at both ends."""
     ranges = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        lo, _, hi = part.partition("-")
+        lo, dash, hi = part.partition("-")
         try:
-            a, b = int(lo), int(hi) if hi else int(lo)
+            a, b = int(lo), int(hi) if dash else int(lo)
         except ValueError:
             raise ValueError(f"--full-steps: {part!r} is not a step or a range like 0-50") from None
         if a < 0 or b < a:
             raise ValueError(f"--full-steps: {part!r} is not a range of steps (need 0 <= start <= end)")
         ranges.append((a, b))
+    if not ranges:
+        raise ValueError(f"--full-steps {text!r} names no step")
     return ranges
 
 

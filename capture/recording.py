@@ -169,10 +169,12 @@ def _decoded(arr: zarr.Array, files: fmt.Files, data: bytes) -> np.ndarray:
     return np.frombuffer(codecs.decode(files.codec, data, nbytes, files.crc), arr.dtype.newbyteorder("<"))
 
 
-def _read_row(store: Store | Path, arr: zarr.Array, files: fmt.Files | None, n: int) -> np.ndarray:
+def _read_row(store: Store | Path, arr: zarr.Array, files: fmt.Files | None, n: int, kept: bool = False) -> np.ndarray:
     """Step `n` of one array. In the layouts this tool writes (`format.file_layout`), the bytes of
     the step are read from its file in `store` (a Store, or a recording directory) and decoded
-    directly (capture.codecs: zarr's generic path costs twice as much or more); otherwise zarr reads it."""
+    directly (capture.codecs: zarr's generic path costs twice as much or more); otherwise zarr reads it.
+    An unwritten step reads as the fill value, unless it is `kept` (the recording says the step kept
+    its full tensors): then its missing bytes are damage, a RecordingError."""
     store = open_store(store)
     if files is None:
         return _zarr_read(store, arr, slice(n, n + 1))[0]
@@ -185,6 +187,9 @@ def _read_row(store: Store | Path, arr: zarr.Array, files: fmt.Files | None, n: 
         except FileNotFoundError:  # an unwritten chunk reads as the fill value
             packed = None
         if packed is None:
+            if kept:
+                raise RecordingError(f"corrupt recording: step {n} of {arr.path} is missing from {file}, "
+                                     f"though summary/{fmt.FULL_CAPTURE} says the step kept its full tensors")
             return np.full(arr.shape[1:], arr.fill_value, dtype=arr.dtype)
         values = _decoded(arr, files, packed)
         if not files.sharded:
@@ -270,6 +275,9 @@ class Recording:
         self.tensors: dict[str, zarr.Array] = {k: root["tensors"][k] for k in self.keys}
         self.summaries: dict[str, zarr.Array] = dict(root["summary"].arrays())
         self._files = {k: fmt.file_layout(arr) for k, arr in self.tensors.items()}
+        if self.steps and fmt.FULL_CAPTURE not in self.summaries:
+            raise RecordingError(f"corrupt recording {self.path}: it has no summary/{fmt.FULL_CAPTURE}, which says "
+                                 "which steps kept their full tensors")
         for name, arr in [*self.tensors.items(), *self.summaries.items()]:
             if arr.shape[0] < self.steps:
                 raise RecordingError(f"corrupt recording {self.path}: steps_completed is {self.steps} but {name} "
@@ -316,7 +324,7 @@ class Recording:
             raise IndexError(f"step {n} is not in this recording (steps 0..{self.steps - 1})")
         if not self.full_capture[n]:
             raise LookupError(f"step {n} kept summaries only (policy {self.meta.get('policy')}); see .full_capture")
-        values = _POOL.map(lambda k: _read_row(self.store, self.tensors[k], self._files[k], n), self.tensors)
+        values = _POOL.map(lambda k: _read_row(self.store, self.tensors[k], self._files[k], n, kept=True), self.tensors)
         return dict(zip(self.tensors, values))
 
     def to_xarray(self):

@@ -37,6 +37,7 @@ def train_and_record(run: Run, session: RecordingSession, steps: int, chunk_step
     of the cores torch has, chosen after each step and each hand-over by whether the writer is
     working; `threads`: that many threads throughout.
     """
+    chunk_steps = min(chunk_steps, steps)  # (the ring holds three chunks: no larger than the steps asked for)
     session.flush_by_hand(chunk_steps)  # flushed here, with the state that continues after the chunk
     before = torch.get_num_threads()
     working, waiting = (threads, threads) if threads else thread_counts(before)

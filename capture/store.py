@@ -64,7 +64,8 @@ def is_url(location: str | os.PathLike) -> bool:
     return m is not None and m[1] != "file"
 
 
-def _local_path(location: str | os.PathLike) -> Path:
+def local_path(location: str | os.PathLike) -> Path:
+    """A local location as a Path: `file:///data/run1` as /data/run1 (Path() alone would make it file:/data/run1)."""
     text = os.fspath(location)
     return Path(text[len("file://"):]) if isinstance(text, str) and text.startswith("file://") else Path(text)
 
@@ -860,7 +861,7 @@ def open_store(location: str | os.PathLike | Store) -> Store:
     typo = TYPO.match(text) if isinstance(text, str) else None  # (a Path too: Path("s3://b/x") is s3:/b/x)
     if typo:
         raise StoreError(f"{location} looks like a URL missing a slash: write {typo[1]}://{(typo[2] or '').lstrip('/')}")
-    path = _local_path(location)
+    path = local_path(location)
     if path.is_file() and zipfile.is_zipfile(path):
         return ZipStore(path)
     return DirStore(path)

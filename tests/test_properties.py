@@ -144,7 +144,7 @@ def test_parse_ranges_gives_ranges_or_one_line(text):
 
 
 @SETTINGS
-@given(ranges=st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 10**9)).map(sorted), max_size=6))
+@given(ranges=st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 10**9)).map(sorted), min_size=1, max_size=6))
 def test_parse_ranges_reads_what_a_user_writes(ranges):
     text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in ranges)
     assert fmt.parse_ranges(text) == [tuple(r) for r in ranges]

@@ -17,7 +17,7 @@ import zarr
 from browser import copy_recording, open_at, serve_in_thread, wait_step
 from capture import format as fmt
 from capture.recording import Recording, RecordingError
-from conftest import assert_same_recording, fork_cli_chains
+from conftest import acc, assert_same_recording, fork_cli_chains
 from viewer import build
 
 LONG = 66  # steps of the long recording: the small tensors' chunks of 64 steps end at 63, the shards of 20 at 19
@@ -145,6 +145,24 @@ def test_a_damaged_blosc_chunk_is_a_recording_error(damaged):
         assert_corrupt(damaged, 45, file)
         with pytest.raises(RecordingError, match=str(file)):
             Recording.open(damaged).to_xarray()[key][40:60].values
+
+
+def test_a_missing_shard_of_a_kept_step_is_a_recording_error(recs, damaged):
+    """Where summary/full_capture says a step kept its full tensors, a shard gone missing is damage,
+    not the fill value a `--full-every` policy's other steps read as: step() and diff say so in one line."""
+    file = shard_of(damaged, "encoder_weights", 25)
+    file.unlink()
+    assert_corrupt(damaged, 25, file)
+    Recording.open(damaged).step(19)  # the other shards still read
+    proc = acc("diff", str(damaged), str(recs["long"]), check=False)
+    assert proc.returncode == 2 and not proc.stdout and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "missing" in proc.stderr and str(file) in proc.stderr, proc.stderr
+
+
+def test_a_recording_without_full_capture_is_corrupt(damaged):
+    shutil.rmtree(damaged / "summary" / fmt.FULL_CAPTURE)
+    with pytest.raises(RecordingError, match=f"corrupt recording .*summary/{fmt.FULL_CAPTURE}"):
+        Recording.open(damaged)
 
 
 def test_a_truncated_plain_chunk_is_a_recording_error_naming_the_file(damaged):

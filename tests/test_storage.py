@@ -4,6 +4,7 @@ recordings in an object store (a real S3 API: moto's server on 127.0.0.1, starte
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import zipfile
 from pathlib import Path
@@ -61,6 +62,16 @@ def test_pack_stores_every_file_unchanged_and_unpack_gives_the_directory_back(bc
 
     acc("pack", str(bcl_rec), str(tmp_path / "again.zip"))  # the same recording packs to the same bytes
     assert (tmp_path / "again.zip").read_bytes() == packed.read_bytes()
+
+
+def test_file_urls_name_local_paths_in_every_command(bcl_rec, packed, tmp_path):
+    """`file:///a/b` is the local /a/b wherever a command takes a recording (Path alone makes it file:/a/b)."""
+    copy = shutil.copytree(bcl_rec, tmp_path / "rec")
+    acc("view", f"file://{copy}", "--build-only")
+    assert (copy / "index.html").is_file()
+    assert "complete" in acc("info", f"file://{copy}").stdout
+    acc("unpack", f"file://{packed}", str(tmp_path / "back"))
+    assert files_of(tmp_path / "back") == files_of(bcl_rec)
 
 
 def test_zarr_zipstore_opens_the_pack_as_the_same_group(bcl_rec, packed):
