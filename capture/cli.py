@@ -106,23 +106,23 @@ def run(
     steps: Annotated[int, typer.Option(help="Training steps to record.")] = 200,
     condition: Annotated[str, typer.Option(help="Condition to train under (see `conditions`).")] = "bcl-slow",
     out_dir: Annotated[Optional[str], typer.Option("--out", help="Recording directory, or a URL such as s3://bucket/prefix "
-                                                   "[default: next free recordings/runN].")] = None,
+                                                   "\\[default: next free recordings/runN].")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the model's initialisation and the data order.")] = 0,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per step [default: 128].")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate [default: 1e-3].")] = None,
-    som_lr: Annotated[Optional[float], typer.Option(help="BCL SOM learning rate [default: the condition's].")] = None,
-    neighborhood_k: Annotated[Optional[int], typer.Option(help="BCL neighbours per feature [default: 8].")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="BCL rank-score temperature [default: 5.0].")] = None,
-    recompute_every: Annotated[Optional[int], typer.Option(help="BCL steps between neighbour recomputations [default: 50].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step \\[default: 128].")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Adam learning rate \\[default: 1e-3].")] = None,
+    som_lr: Annotated[Optional[float], typer.Option(help="BCL SOM learning rate \\[default: the condition's].")] = None,
+    neighborhood_k: Annotated[Optional[int], typer.Option(help="BCL neighbours per feature \\[default: 8].")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="BCL rank-score temperature \\[default: 5.0].")] = None,
+    recompute_every: Annotated[Optional[int], typer.Option(help="BCL steps between neighbour recomputations \\[default: 50].")] = None,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     chunk_steps: Annotated[int, typer.Option(help=f"Steps trained between writes to disk (1 to {MAX_CHUNK_STEPS}).")] = 20,
     full_every: Annotated[Optional[int], typer.Option(help="Keep full tensors only every M-th step (summaries always).")] = None,
     full_steps: Annotated[Optional[str], typer.Option(help="Keep full tensors for these steps, e.g. 0-50,1000-1050.")] = None,
-    keys: Annotated[Optional[str], typer.Option(help="Store only these tensor keys, comma-separated [default: all].")] = None,
+    keys: Annotated[Optional[str], typer.Option(help="Store only these tensor keys, comma-separated \\[default: all].")] = None,
     dtype: Annotated[LargeFloat, typer.Option(help="Store the large float tensors as this type: float16 halves an archive "
                                               "and rounds each value (summaries stay exact).")] = LargeFloat.float32,
     note: Annotated[str, typer.Option(help="Free text stored with the recording.")] = "",
-    data_root: Annotated[Optional[Path], typer.Option(help="A directory holding MNIST/raw/ [default: the shipped copy].")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="A directory holding MNIST/raw/ \\[default: the shipped copy].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing recording at --out.")] = False,
 ) -> None:
     """Train under a condition and record every step's tensors to a Zarr recording."""
@@ -207,7 +207,7 @@ def resume(
     steps: Annotated[int, typer.Option(help="Further steps to record.")] = 50,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     chunk_steps: Annotated[int, typer.Option(help=f"Steps trained between writes to disk (1 to {MAX_CHUNK_STEPS}).")] = 20,
-    data_root: Annotated[Optional[Path], typer.Option(help="A directory holding MNIST/raw/ [default: the shipped copy].")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="A directory holding MNIST/raw/ \\[default: the shipped copy].")] = None,
 ) -> None:
     """Continue a recording where it stopped, bit-exactly, appending to it."""
     from acc.conditions import RunConfig
@@ -314,8 +314,8 @@ def info(
 def diff_runs(
     a: Annotated[str, typer.Argument(metavar="A", help="A recording (a directory, a zip file from `pack`, or a URL).")],
     b: Annotated[str, typer.Argument(metavar="B", help="Another recording.")],
-    steps: Annotated[Optional[str], typer.Option(help="Compare only these steps, e.g. 100-200 [default: all].")] = None,
-    atol: Annotated[float, typer.Option(help="Values within this absolute difference count as equal [default: bit for bit].")] = 0.0,
+    steps: Annotated[Optional[str], typer.Option(help="Compare only these steps, e.g. 100-200 \\[default: all].")] = None,
+    atol: Annotated[float, typer.Option(help="Values within this absolute difference count as equal \\[default: bit for bit].")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     whole: Annotated[bool, typer.Option("--all", help="Read every key over the whole range, not only up to its first difference.")] = False,
 ) -> None:

@@ -245,3 +245,24 @@ def test_force_replaces_a_recording(bad):
     root = zarr.open_group(str(bad["to_replace"]), mode="r")
     assert root["tensors/loss"].shape == (2,), "the old recording's arrays were kept"
     assert "--force" in root.attrs["acc_capture"]["command"]
+
+
+def test_help_shows_each_default_written_in_an_options_help():
+    """An option's help that says its default in brackets shows it (rich took `[default: 128]` for
+    markup and printed `Images per step .`)."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from capture.cli import app
+
+    source = (Path(__file__).resolve().parent.parent / "capture" / "cli.py").read_text()
+    written = re.findall(r"(\[default: [^\]]+\])", source)
+    assert len(written) >= 10
+    shown = ""
+    for command in ("run", "resume", "diff"):
+        result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "400"})
+        assert result.exit_code == 0, result.output
+        shown += " ".join(result.output.split())
+    for default in written:
+        assert default in shown, default
