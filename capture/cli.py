@@ -315,7 +315,8 @@ def diff_runs(
     a: Annotated[str, typer.Argument(metavar="A", help="A recording (a directory, a zip file from `pack`, or a URL).")],
     b: Annotated[str, typer.Argument(metavar="B", help="Another recording.")],
     steps: Annotated[Optional[str], typer.Option(help="Compare only these steps, e.g. 100-200 \\[default: all].")] = None,
-    atol: Annotated[float, typer.Option(help="Values within this absolute difference count as equal \\[default: bit for bit].")] = 0.0,
+    atol: Annotated[float, typer.Option(help="Values within this absolute difference count as equal \\[default: bit for bit].",
+                                                 show_default=False)] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     whole: Annotated[bool, typer.Option("--all", help="Read every key over the whole range, not only up to its first difference.")] = False,
 ) -> None:
