@@ -191,6 +191,8 @@ class StepInspector:
             raise CaptureError(f"capture({key.value}): the key has {len(key.dims)} dims {key.dims}, "
                                f"the tensor has shape {tuple(tensor.shape)}")
         tensor = tensor.detach()
+        if tensor.layout != torch.strided:  # a sparse gradient (nn.Embedding(sparse=True)): stored as its values
+            tensor = tensor.to_dense()
         slot = self._slots.get(key)
         if slot is not None and slot.shape == tensor.shape and slot.dtype == tensor.dtype:
             if tensor.is_cuda:

@@ -109,12 +109,12 @@ class InspectAPI:
             if method == "GET" and path == "/inspect/history":
                 return self._with_session(self.history)
             if method == "GET" and (m := re.fullmatch(r"/inspect/step/([^/]+)", path)):
-                return self._with_session(lambda: self.step_data(m.group(1)))
+                return self._with_session(lambda session: self.step_data(session, m.group(1)))
             if method == "POST" and path in ("/inspect/setup", "/inspect/step", "/inspect/teardown"):
                 try:
                     args = json.loads(body or b"{}")
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    return 400, {"error": f"malformed JSON body: {e}"}
+                except (ValueError, RecursionError) as e:  # (not JSON, not UTF-8, a 5,000-digit number, nested too deep)
+                    return 400, {"error": f"malformed JSON body: {str(e)[:200]}"}
                 if not isinstance(args, dict):
                     return 400, {"error": "the JSON body must be an object"}
                 return {"/inspect/setup": self.setup, "/inspect/step": self.step,
@@ -126,9 +126,10 @@ class InspectAPI:
             return r.status, {"error": r.message}
 
     def _with_session(self, fn):
-        if self.session is None:
+        session = self.session  # (read once: a teardown may end it meanwhile; its recording stays readable)
+        if session is None:
             raise _Reply(409, "no active session; POST /inspect/setup first")
-        return 200, fn()
+        return 200, fn(session)
 
     # -- endpoints
     def state(self) -> dict:
@@ -171,8 +172,10 @@ class InspectAPI:
         if not self._lock.acquire(blocking=False):
             raise _Reply(409, f"a step of {self._busy_with} is already running")
         try:
+            s = self.session  # (read once, under the lock: a teardown may have ended it since the check above)
+            if s is None:
+                raise _Reply(409, "no active session; POST /inspect/setup first")
             self._busy_with = n
-            s = self.session
             before = s.steps
             worker = threading.Thread(target=self._step_worker, args=(s, n), name="acc-capture-step", daemon=True)
             worker.start()
@@ -232,19 +235,19 @@ class InspectAPI:
         if self.on_change is not None:
             self.on_change(path)
 
-    def history(self) -> list[dict]:
-        rec = Recording.open(self.session.path)
+    def history(self, session: LiveSession) -> list[dict]:
+        rec = Recording.open(session.path)
         names = [n for n in ("loss", "win_rate", "feature_novelty", "gradient_weight", "contender_weight",
                              "attraction_weight", "image_coverage", "dead_features") if n in rec.summaries]
         cols = {n: rec.summary(n).tolist() for n in names}
         return [{"step": t, "keys": rec.keys, **{n: cols[n][t] for n in names}} for t in range(rec.steps)]
 
-    def step_data(self, text: str) -> dict:
+    def step_data(self, session: LiveSession, text: str) -> dict:
         try:
             n = int(text)
         except ValueError:
             raise _Reply(400, f"step must be an integer, not {text!r}") from None
-        rec = Recording.open(self.session.path)
+        rec = Recording.open(session.path)
         if not 0 <= n < rec.steps:
             raise _Reply(404, f"step {n} is not recorded (steps 0..{rec.steps - 1})")
         if not rec.full_capture[n]:

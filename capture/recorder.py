@@ -417,11 +417,15 @@ class Recorder:
         keys too, stacked [1, ...]); `n` steps are coming."""
         table = {e["key"]: e for e in self.meta["key_table"]}
         captured = {k: (v.shape[1:], v.dtype) for k, v in first.items()}
-        sizes = {"step": 0}
-        for key, (shape, _) in captured.items():
-            if len(shape) != len(table[key]["dims"]):  # (a derived key's function; captures are checked as they come)
+        sizes: dict[str, tuple[int, str]] = {}  # dimension -> (its size, the key that gave it)
+        for key, (shape, dtype) in captured.items():  # (a derived key's function's; captures are checked as they come)
+            if len(shape) != len(table[key]["dims"]):
                 raise ValueError(f"{key} has shape {shape}, but the key table gives it dims {table[key]['dims']}")
-            sizes.update(zip(table[key]["dims"], shape))
+            if dtype.name not in fmt.DTYPES:
+                raise ValueError(f"{key}: dtype {dtype} is not one a recording stores ({', '.join(fmt.DTYPES)})")
+            for dim, size in zip(table[key]["dims"], shape):
+                if sizes.setdefault(dim, (size, key))[0] != size:
+                    raise ValueError(f"dimension {dim!r} is {size} in {key} but {sizes[dim][0]} in {sizes[dim][1]}")
         only = self.policy.only
         stored = [k for k in table if k in captured and (only is None or k in only)]
         capacity = max(n, self.expect_steps)
@@ -444,7 +448,7 @@ class Recorder:
         for name, (dims, dtype, _, _) in {**self._specs, fmt.FULL_CAPTURE: ((), "bool", (), None)}.items():
             if any(d not in sizes for d in dims):
                 continue  # a vocabulary summary over a dimension no captured key has
-            shape = (capacity, *(sizes[d] for d in dims))
+            shape = (capacity, *(sizes[d][0] for d in dims))
             self.summaries[name] = summary.create_array(
                 name, shape=shape, chunks=(fmt.SUMMARY_CHUNK, *shape[1:]), dtype=dtype, compressors=None,
                 fill_value=fmt.fill_value(np.dtype(dtype)), dimension_names=("step", *dims), chunk_key_encoding=CHUNK_KEYS)
@@ -490,6 +494,10 @@ class Recorder:
 
         def summary_files() -> list[_File]:  # (while the tensors' files are encoded)
             sums = fmt.summarize(blocks, self._specs)
+            for name, values in sums.items():
+                if name in self.summaries and values.shape != (n, *self.summaries[name].shape[1:]):
+                    raise ValueError(f"summary {name}: its function gave shape {values.shape} for {n} steps, "
+                                     f"not {(n, *self.summaries[name].shape[1:])} (step, {', '.join(self._specs[name][0])})")
             sums[fmt.FULL_CAPTURE] = full
             return [file for name, values in sums.items() if name in self.summaries
                     for file in self._chunkers[self.summaries[name].path].files(t0, values, None)]

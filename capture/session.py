@@ -24,6 +24,7 @@ own, which writes it while the loop goes on. Leaving the `with` normally writes 
 
 from __future__ import annotations
 
+import operator
 import os
 from pathlib import Path
 from typing import Callable
@@ -99,6 +100,9 @@ class RecordingSession:
     # -- the loop's side
     def commit(self) -> None:
         """End the current step: its captures are checked against the first step's and put in the ring."""
+        if self._closed:
+            self.inspector.take()
+            raise CaptureError(f"commit(): the recording {self.path} is closed")
         captures = self.inspector.take()
         self._check(captures)
         if self._ring is None:
@@ -299,16 +303,32 @@ def record(path: str | Path, keys: type[TensorKey], *, note: str = "", config: d
         raise ValueError(f"keys must be a TensorKey enum with members, not {keys!r}")
     if unknown := set(keys.derived()) - {k.value for k in keys}:
         raise ValueError(f"{keys.__name__}.derived() names {', '.join(sorted(unknown))}, not a key of {keys.__name__}")
+    _check_names(keys)
     if full_every is not None and (isinstance(full_every, bool) or not isinstance(full_every, int) or full_every < 1):
         raise ValueError(f"full_every must be a positive integer, not {full_every!r}")
     if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, int) or chunk_steps < 1:
         raise ValueError(f"chunk_steps must be a positive integer, not {chunk_steps!r}")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
-    ranges = [(int(a), int(b)) for a, b in (full_steps or [])]
+    try:
+        ranges = [(int(a), int(b)) for a, b in (full_steps or [])]
+    except (TypeError, ValueError):
+        ranges = [(-1, -1)]
     if any(a < 0 or b < a for a, b in ranges):
-        raise ValueError(f"full_steps must be (start, end) ranges with 0 <= start <= end, not {full_steps!r}")
-    stored = None if only is None else [StepInspector(keys).key(k).value for k in only]
+        raise ValueError(f"full_steps must be a list of (start, end) ranges with 0 <= start <= end, not {full_steps!r}")
+    if isinstance(only, (str, TensorKey)):
+        only = [only]  # (one key)
+    try:
+        stored = None if only is None else [StepInspector(keys).key(k).value for k in only]
+    except CaptureError as e:
+        raise ValueError(f"only: {e}") from None
+    if seed is not None:
+        if isinstance(seed, bool) or not hasattr(seed, "__index__"):
+            raise ValueError(f"seed must be an integer or None, not {seed!r}")
+        seed = operator.index(seed)  # (an int, or numpy's)
+    for field, value in {"note": note, **{k: meta.get(k) for k in ("condition", "device", "command", "recipe")}}.items():
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{field} must be a string, not {value!r}")
     _check_json(config)
     if is_url(path):  # an object store: reached and checked before anything is written
         path = open_store(path)
@@ -325,6 +345,27 @@ def record(path: str | Path, keys: type[TensorKey], *, note: str = "", config: d
     policy = Policy(stored, full_every, ranges, dtype)
     recorder = Recorder.create(path, keys, policy, meta.pop("expect_steps", 0), note=note, config=config, seed=seed, **meta)
     return RecordingSession(recorder, keys, chunk_steps)
+
+
+def _check_names(keys: type[TensorKey]) -> None:
+    """Refuse a vocabulary whose names would clash in the recording: with the summaries' names (a
+    scalar key's summary is named as the key, a tensor's norm `<key>_norm`, and the recording's own
+    `nonfinite` and `full_capture`), with `to_xarray`'s `summary_` prefix, or with the `step` dimension."""
+    reserved = {fmt.NONFINITE, fmt.FULL_CAPTURE}
+    norms = {f"{k.value}_norm": k.value for k in keys if k.dims}
+    for k in keys:
+        if k.value in reserved or k.value.startswith("summary_") or k.value == "step":
+            raise ValueError(f"{keys.__name__}.{k.name}: {k.value!r} is a name the recording keeps for itself "
+                             f"(step, {', '.join(sorted(reserved))}, summary_...)")
+        if not k.dims and k.value in norms:
+            raise ValueError(f"{keys.__name__}.{k.name}: the summary of scalar {k.value!r} would have the name of "
+                             f"the norm of {norms[k.value]!r}")
+        if "step" in k.dims:
+            raise ValueError(f"{keys.__name__}.{k.name}: 'step' is the recording's first dimension, not one of a key's")
+    scalars = {k.value for k in keys if not k.dims}
+    for name in keys.summaries():
+        if name in reserved or name in scalars or name in norms:
+            raise ValueError(f"{keys.__name__}.summaries() names {name!r}, the name of a summary the recording makes itself")
 
 
 def _check_json(config) -> None:

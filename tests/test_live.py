@@ -200,7 +200,8 @@ def test_api_refuses_bad_input(live):
     for n in (0, -1, "x", 10**9, True, False, 1.5, None, [1], MAX_STEPS_PER_REQUEST + 1):
         status, answer = post(port, "/inspect/step", {"n": n})
         assert status == 400 and "n must be an integer" in answer["error"], (n, answer)
-    for body in (b"{", b"{'n': 1}", b"\xff\xfe", b"n=1", b"[1]", b'"n"', b"1"):
+    for body in (b"{", b"{'n': 1}", b"\xff\xfe", b"n=1", b"[1]", b'"n"', b"1",
+                 b'{"n": ' + b"1" * 5000 + b"}", b"[" * 30_000 + b"]" * 30_000):  # (past int()'s digits, nested too deep)
         status, answer = post(port, "/inspect/step", body)
         assert status == 400 and answer["error"], (body, answer)
     status, answer = post(port, "/inspect/setup", {"condition": "nope"})
@@ -211,8 +212,9 @@ def test_api_refuses_bad_input(live):
     # the body is read by its Content-Length, and capped
     status, answer = post(port, "/inspect/step", b"{" + b" " * 70_000 + b"}")
     assert status == 413
-    status, answer = post(port, "/inspect/step", None, headers={"Content-Length": "x"})
-    assert status == 400
+    for length in ("x", "\u00b2", "-1"):  # ('²' is a digit to str.isdigit)
+        status, answer = post(port, "/inspect/step", None, headers={"Content-Length": length})
+        assert status == 400 and "Content-Length" in answer["error"], (length, answer)
     # a cross-site page cannot drive the session, nor can a name that merely resolves here
     status, answer = post(port, "/inspect/step", {"n": 1}, headers={"Origin": "http://example.com"})
     assert status == 403
@@ -658,7 +660,7 @@ def test_a_training_failure_waits_for_the_steps_handed_to_the_writer(live_thread
 
 
 def test_an_unexpected_error_is_a_500_with_one_line_and_the_server_goes_on(live, monkeypatch):
-    def broken():
+    def broken(session):
         raise RuntimeError("something no one foresaw\nsecond line")
     monkeypatch.setattr(live.api, "history", broken)
     status, answer = call(live.port, "GET", "/inspect/history")

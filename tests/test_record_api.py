@@ -286,6 +286,23 @@ def test_existing_recording_needs_force(tmp_path):
     assert (other / "notes.txt").read_text() == "mine"
 
 
+class NormClash(TensorKey):  # names that would clash in the recording's summaries, or in to_xarray's names
+    W = "w", ("a",), "bars"
+    W_NORM = "w_norm", (), "scalar"
+
+
+class OwnName(TensorKey):
+    N = "nonfinite", (), "scalar"
+
+
+class Prefixed(TensorKey):
+    L = "summary_loss", (), "scalar"
+
+
+class Stepped(TensorKey):
+    X = "x", ("step",), "bars"
+
+
 @pytest.mark.parametrize("kwargs, words", [
     ({"keys": StepTensorKey.LOSS}, "keys must be a TensorKey enum"),
     ({"chunk_steps": 0}, "chunk_steps must be a positive integer"),
@@ -293,6 +310,16 @@ def test_existing_recording_needs_force(tmp_path):
     ({"dtype": "int8"}, "dtype must be 'float32' or 'float16'"),
     ({"config": {"lr": object()}}, "config is not JSON-able"),
     ({"only": [StepTensorKey.LOSS]}, "StepTensorKey.LOSS is not a key of K"),
+    ({"seed": "42"}, "seed must be an integer"),  # (read back, a string seed made the recording unreadable)
+    ({"seed": True}, "seed must be an integer"),
+    ({"seed": 1.0}, "seed must be an integer"),
+    ({"note": 5}, "note must be a string"),
+    ({"full_steps": (0, 5)}, "full_steps must be a list of (start, end) ranges"),
+    ({"full_steps": [("a", "b")]}, "full_steps must be a list of (start, end) ranges"),
+    ({"keys": NormClash}, "would have the name of the norm of 'w'"),
+    ({"keys": OwnName}, "a name the recording keeps"),
+    ({"keys": Prefixed}, "a name the recording keeps"),
+    ({"keys": Stepped}, "'step' is the recording's first dimension"),
 ])
 def test_bad_arguments_write_nothing(tmp_path, kwargs, words):
     args = {"keys": K, **kwargs}
@@ -300,6 +327,73 @@ def test_bad_arguments_write_nothing(tmp_path, kwargs, words):
         record(tmp_path / "rec", args.pop("keys"), **args)
     assert words in one_line(e.value)
     assert not (tmp_path / "rec").exists()
+
+
+def test_a_numpy_seed_and_one_key_as_only_are_taken(tmp_path):
+    with record(tmp_path / "rec", K, seed=np.int64(3), only="loss") as rec:
+        commit_steps(rec, 0, 2)
+    r = Recording.open(tmp_path / "rec")
+    assert r.meta["seed"] == 3 and r.keys == ["loss"] and r.steps == 2
+
+
+class Complex(TensorKey):
+    W = "w", ("row", "col"), "weights", True
+    SPECTRUM = "spectrum", ("row", "col"), "heatmap"
+
+    @classmethod
+    def derived(cls) -> dict:
+        return {"spectrum": (("w",), lambda b: np.fft.fft2(b["w"]))}
+
+
+class Misderived(TensorKey):
+    W = "w", ("row", "col"), "weights", True
+    GRAM = "gram", ("row", "col"), "heatmap"  # (w w^T is [row, row])
+
+    @classmethod
+    def derived(cls) -> dict:
+        return {"gram": (("w",), lambda b: b["w"] @ b["w"].transpose(0, 2, 1))}
+
+
+class MisSummarised(TensorKey):
+    W = "w", ("row", "col"), "weights", True
+
+    @classmethod
+    def summaries(cls) -> dict:
+        return {"row_sums": (("row",), "float32", ("w",), lambda b: b["w"].sum(axis=1))}  # (sums over rows: [col])
+
+
+@pytest.mark.parametrize("keys, words", [
+    (Complex, "spectrum: dtype complex64 is not one a recording stores"),
+    (Misderived, "dimension 'col' is 32 in gram but 64 in w"),
+    (MisSummarised, "summary row_sums: its function gave shape (2, 64) for 2 steps, not (2, 32)"),
+])
+def test_a_derived_key_or_own_summary_that_does_not_fit_is_one_line_naming_it(tmp_path, keys, words):
+    with pytest.raises(ValueError) as e:
+        with record(tmp_path / "rec", keys, chunk_steps=2) as rec:
+            for step in range(2):
+                rec.inspector.capture(keys.W, values(step)[K.W])
+                rec.commit()
+    assert words in one_line(e.value)
+
+
+def test_a_sparse_capture_is_stored_as_its_dense_values(tmp_path):
+    with record(tmp_path / "rec", K, only=["w"]) as rec:
+        for step in range(3):
+            for key, value in values(step).items():
+                rec.inspector.capture(key, value.to_sparse() if key is K.W else value)
+            rec.commit()
+    r = Recording.open(tmp_path / "rec")
+    assert all(np.array_equal(r.step(s)["w"], values(s)[K.W].numpy()) for s in range(3))
+
+
+def test_commit_after_close_is_a_capture_error(tmp_path):
+    with record(tmp_path / "rec", K) as rec:
+        commit_steps(rec, 0, 2)
+    for key, value in values(2).items():
+        rec.inspector.capture(key, value)
+    with pytest.raises(CaptureError, match="is closed"):
+        rec.commit()
+    assert Recording.open(tmp_path / "rec").steps == 2
 
 
 # -- shapes and save policies ----------------------------------------------------------------------------

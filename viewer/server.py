@@ -64,6 +64,11 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     return first, min(int(m[2]) if m[2] else size - 1, size - 1)
 
 
+
+def _is_length(text: str) -> bool:
+    """A Content-Length: ASCII digits only (str.isdigit also takes '²' and other scripts' digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= 20
+
 class RecordingHandler(SimpleHTTPRequestHandler):
     """Serves regular files under the server's root; refuses `..`, NUL bytes and anything a symlink leads out to.
 
@@ -273,7 +278,7 @@ class RecordingHandler(SimpleHTTPRequestHandler):
 
     def discard_body(self) -> None:
         text = self.headers.get("Content-Length", "0").strip()
-        if text.isdigit() and int(text) <= 16 * MAX_BODY and not self.headers.get("Transfer-Encoding"):
+        if _is_length(text) and int(text) <= 16 * MAX_BODY and not self.headers.get("Transfer-Encoding"):
             self.read_exactly(int(text), keep=False)
 
     def discard_chunks(self) -> None:
@@ -328,7 +333,7 @@ class RecordingHandler(SimpleHTTPRequestHandler):
             self.send_json(HTTPStatus.LENGTH_REQUIRED, {"error": "send the body with a Content-Length"})
             return None
         text = self.headers.get("Content-Length", "0").strip()
-        if not text.isdigit():
+        if not _is_length(text):
             self.close_connection = True
             self.send_json(HTTPStatus.BAD_REQUEST, {"error": f"bad Content-Length {text[:40]!r}"})
             return None
