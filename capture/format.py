@@ -88,9 +88,10 @@ def derive(blocks: dict[str, np.ndarray], derived: dict) -> dict[str, np.ndarray
     all captured, is left out. Raises ValueError if a derivation does not give n steps."""
     out = dict(blocks)
     n = len(next(iter(blocks.values())))
-    for key, (needs, fn) in derived.items():
-        if key not in out and all(k in out for k in needs):
-            out[key] = np.asarray(fn(out))
+    pending = {key: d for key, d in derived.items() if key not in out}
+    while ready := [key for key, (needs, _) in pending.items() if all(k in out for k in needs)]:
+        for key in ready:  # (in passes: a derived key may need another, listed after it)
+            out[key] = np.asarray(pending.pop(key)[1](out))
             if out[key].shape[:1] != (n,):
                 raise ValueError(f"derived key {key}: its function gave shape {out[key].shape} for {n} steps")
     return out

@@ -376,6 +376,31 @@ def test_a_derived_key_or_own_summary_that_does_not_fit_is_one_line_naming_it(tm
     assert words in one_line(e.value)
 
 
+class Chained(TensorKey):
+    W = "w", ("row", "col"), "weights", True
+    GRAM2 = "gram2", ("row", "other_row"), "heatmap", True, "(w w^T)^2, from gram: listed before it"
+    GRAM = "gram", ("row", "other_row"), "heatmap", True
+
+    @classmethod
+    def derived(cls) -> dict:
+        return {"gram2": (("gram",), lambda b: b["gram"] @ b["gram"]),
+                "gram": (("w",), lambda b: b["w"] @ b["w"].transpose(0, 2, 1))}
+
+
+def test_a_derived_key_may_need_one_listed_after_it(tmp_path):
+    with record(tmp_path / "rec", Chained, full_every=2) as rec:
+        for step in range(4):
+            rec.inspector.capture(Chained.W, values(step)[K.W])
+            rec.commit()
+    r = Recording.open(tmp_path / "rec")
+    assert r.keys == ["w", "gram2", "gram"]
+    for step in (0, 2):
+        w = values(step)[K.W].numpy()
+        got = r.step(step)
+        assert np.allclose(got["gram"], w @ w.T, rtol=1e-6, atol=1e-5)  # (the writer's BLAS on one thread)
+        assert np.allclose(got["gram2"], got["gram"] @ got["gram"], rtol=1e-6, atol=1e-3)
+
+
 def test_a_sparse_capture_is_stored_as_its_dense_values(tmp_path):
     with record(tmp_path / "rec", K, only=["w"]) as rec:
         for step in range(3):
