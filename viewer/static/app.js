@@ -242,7 +242,7 @@ class Viewer {
     // every panel draws the same step in one go: the page never shows a mix of two steps
     const t1 = performance.now();
     const byArray = Object.fromEntries(names.map((a, i) => [a, rows[i]]));
-    const values = {};
+    const values = Object.create(null);  // (a key may be named __proto__)
     for (const [key, array] of plan.arrays) values[key] = byArray[array];
     if (plan.sections.length) this.page.deadRow = values[this.page.names.dead] || null;
     const reasons = new Map();

@@ -213,7 +213,7 @@ export class ChunkStore {
  * the line that says which steps kept full tensors. Returns the page.
  */
 export function addPageHelpers(page) {
-  const sizes = {};
+  const sizes = Object.create(null);  // (a dimension may be named toString or __proto__)
   for (const meta of Object.values(page.arrays)) meta.dims.forEach((d, i) => { if (i > 0 && !(d in sizes)) sizes[d] = meta.shape[i]; });
   page.dimSize = (name) => sizes[name];
   page.available = (key) => Boolean(page.arrays[`tensors/${key}`] || page.arrays[`summary/${key}`]);

@@ -12,7 +12,7 @@ export class MetricsTable {
     this.n = n;
     this.isDead = isDead;
     this.sort = { col: -1, ascending: true };  // -1: by entry number
-    this.values = {};
+    this.values = Object.create(null);
     this.note = h("p", { class: "missing", hidden: true });
     const heads = [h("th", { scope: "col" }, h("button", { type: "button", "data-col": -1, text: dim }))];
     columns.forEach((c, i) => heads.push(h("th", { scope: "col" }, h("button", { type: "button", "data-col": i, text: c }))));
