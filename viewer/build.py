@@ -30,7 +30,7 @@ from viewer import layout
 STATIC = Path(__file__).parent / "static"
 TEMPLATES = Path(__file__).parent / "templates"
 ASSETS_DIR = "viewer"  # inside the recording
-ARCHIVE_MODULES = {"archive.js", "compare.js"}  # the archive's pages (viewer/archive.py), not the run page
+ARCHIVE_MODULES = {"archive.js", "compare.js", "settings.js"}  # the archive's pages (viewer/archive.py), not the run page
 SHARD_INDEX = "shard-index.bin"  # in ASSETS_DIR
 # viewer/ is a folder inside a Zarr group: make it an empty group so zarr-python lists it cleanly
 EMPTY_GROUP = {"zarr_format": 3, "node_type": "group", "attributes": {}}

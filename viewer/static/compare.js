@@ -8,6 +8,7 @@
 import { ChunkStore, Cancelled, PRIO, addPageHelpers, locate } from "./data.js";
 import { Panel, imageLayout } from "./panels.js";
 import { Bars, Heatmap, ThumbGrid, h } from "./plots.js";
+import { settingsDiffer } from "./settings.js";
 import { formatValue } from "./stats.js";
 import { MetricsTable } from "./table.js";
 import { StepChart } from "./timeline.js";
@@ -495,29 +496,6 @@ class Compare {
 }
 
 /** The settings in which two runs differ, in words: condition, seed, and every differing config entry. */
-function settingsDiffer(A, B) {
-  const flat = (x, prefix = "", out = {}) => {
-    if (x && typeof x === "object" && !Array.isArray(x) && Object.keys(x).length) {
-      for (const [k, v] of Object.entries(x)) flat(v, `${prefix}${k}.`, out);
-    } else if (prefix) out[prefix.slice(0, -1)] = JSON.stringify(x);
-    return out;
-  };
-  const out = [];
-  const show = (v) => (v === undefined ? "none" : v);
-  if (A.run.condition !== B.run.condition) out.push(`condition ${show(A.run.condition)} → ${show(B.run.condition)}`);
-  if (A.info.seed !== B.info.seed) out.push(`seed ${show(A.info.seed)} → ${show(B.info.seed)}`);
-  const fa = flat(A.info.config), fb = flat(B.info.config);
-  // a group one run has and the other has not (control's bcl: null) is one entry, its settings in braces
-  const under = (f, k) => Object.keys(f).filter((x) => x.startsWith(`${k}.`));
-  const covered = (f, k) => f[k] === undefined && Object.keys(f).some((p) => k.startsWith(`${p}.`));
-  const value = (f, k) => (f[k] !== undefined ? f[k]
-    : under(f, k).length ? `{${under(f, k).map((x) => `${x.slice(k.length + 1)} ${f[x]}`).join(", ")}}` : "none");
-  for (const k of [...new Set([...Object.keys(fa), ...Object.keys(fb)])]) {
-    if (fa[k] !== fb[k] && !covered(fa, k) && !covered(fb, k)) out.push(`${k} ${value(fa, k)} → ${value(fb, k)}`);
-  }
-  return out;
-}
-
 function pairHash(a, b, step) {
   return `#a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}${step === null ? "" : `&step=${step}`}`;
 }
