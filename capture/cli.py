@@ -73,13 +73,13 @@ def check_chunk_steps(chunk_steps: int) -> None:
 def location(text: str) -> Path | str:
     """A URL as it is (s3://bucket/prefix), anything else a local path; a URL that cannot be used
     (no credentials, an unknown scheme, a typo such as s3:/bucket) fails here, before anything is written."""
-    from capture.store import is_url, open_store
+    from capture.store import is_url, local_path, open_store
 
     try:
         open_store(text)
     except StoreError as e:
         raise Fail(str(e)) from None
-    return text if is_url(text) else Path(text)
+    return text if is_url(text) else local_path(text)
 
 
 def check_output(path: Path | str, force: bool) -> None:

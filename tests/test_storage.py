@@ -72,6 +72,8 @@ def test_file_urls_name_local_paths_in_every_command(bcl_rec, packed, tmp_path):
     assert "complete" in acc("info", f"file://{copy}").stdout
     acc("unpack", f"file://{packed}", str(tmp_path / "back"))
     assert files_of(tmp_path / "back") == files_of(bcl_rec)
+    acc("run", "--steps", "2", "--condition", "control", "--out", f"file://{tmp_path / 'new'}", cwd=tmp_path)
+    assert Recording.open(tmp_path / "new").steps == 2 and not (tmp_path / "file:").exists()
 
 
 def test_zarr_zipstore_opens_the_pack_as_the_same_group(bcl_rec, packed):
