@@ -36,6 +36,19 @@ def v1_key_table() -> list[dict]:
     return StepTensorKey.table()
 
 
+def check_first_step(values: dict[str, tuple[tuple[str, ...], tuple[int, ...], str]]) -> None:
+    """Raise ValueError if the first step's values cannot be stored: `values` names each key (as
+    the message should) with its dims, shape and dtype name; a dtype not in DTYPES, or a dimension
+    with two sizes, is refused. (Captures are checked so in the loop, derived keys in the writer.)"""
+    sizes: dict[str, tuple[int, str]] = {}  # dimension -> (its size, the key that gave it)
+    for name, (dims, shape, dtype) in values.items():
+        if dtype not in DTYPES:
+            raise ValueError(f"{name}: dtype {dtype} is not one a recording stores ({', '.join(DTYPES)})")
+        for dim, size in zip(dims, shape):
+            if sizes.setdefault(dim, (size, name))[0] != size:
+                raise ValueError(f"dimension {dim!r} is {size} in {name} but {sizes[dim][0]} in {sizes[dim][1]}")
+
+
 def fill_value(dtype: np.dtype):
     """What an unwritten step reads as: NaN for floats, -1 for signed integers, 0 for unsigned, False for booleans."""
     return {"f": float("nan"), "i": -1, "u": 0, "b": False}[dtype.kind]

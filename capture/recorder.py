@@ -417,15 +417,11 @@ class Recorder:
         keys too, stacked [1, ...]); `n` steps are coming."""
         table = {e["key"]: e for e in self.meta["key_table"]}
         captured = {k: (v.shape[1:], v.dtype) for k, v in first.items()}
-        sizes: dict[str, tuple[int, str]] = {}  # dimension -> (its size, the key that gave it)
-        for key, (shape, dtype) in captured.items():  # (a derived key's function's; captures are checked as they come)
+        for key, (shape, _) in captured.items():  # (a derived key's function's; captures are checked as they come)
             if len(shape) != len(table[key]["dims"]):
                 raise ValueError(f"{key} has shape {shape}, but the key table gives it dims {table[key]['dims']}")
-            if dtype.name not in fmt.DTYPES:
-                raise ValueError(f"{key}: dtype {dtype} is not one a recording stores ({', '.join(fmt.DTYPES)})")
-            for dim, size in zip(table[key]["dims"], shape):
-                if sizes.setdefault(dim, (size, key))[0] != size:
-                    raise ValueError(f"dimension {dim!r} is {size} in {key} but {sizes[dim][0]} in {sizes[dim][1]}")
+        fmt.check_first_step({k: (table[k]["dims"], shape, dtype.name) for k, (shape, dtype) in captured.items()})
+        sizes = {dim: size for k, (shape, _) in captured.items() for dim, size in zip(table[k]["dims"], shape)}
         only = self.policy.only
         stored = [k for k in table if k in captured and (only is None or k in only)]
         capacity = max(n, self.expect_steps)
@@ -448,7 +444,7 @@ class Recorder:
         for name, (dims, dtype, _, _) in {**self._specs, fmt.FULL_CAPTURE: ((), "bool", (), None)}.items():
             if any(d not in sizes for d in dims):
                 continue  # a vocabulary summary over a dimension no captured key has
-            shape = (capacity, *(sizes[d][0] for d in dims))
+            shape = (capacity, *(sizes[d] for d in dims))
             self.summaries[name] = summary.create_array(
                 name, shape=shape, chunks=(fmt.SUMMARY_CHUNK, *shape[1:]), dtype=dtype, compressors=None,
                 fill_value=fmt.fill_value(np.dtype(dtype)), dimension_names=("step", *dims), chunk_key_encoding=CHUNK_KEYS)

@@ -156,15 +156,12 @@ class RecordingSession:
             raise CaptureError(f"commit(): nothing was captured in step {step}")
         got = {k: (tuple(v.shape), v.dtype) for k, v in captures.items()}
         if self._signature is None:
-            table = {k.value: k.dims for k in self.keys}
-            sizes: dict[str, tuple[int, str]] = {}
-            for key, (shape, dtype) in got.items():
-                if str(dtype).removeprefix("torch.") not in fmt.DTYPES + ("bfloat16",):
-                    raise CaptureError(f"{key.value}: dtype {dtype} is not one a recording stores ({', '.join(fmt.DTYPES)})")
-                for dim, size in zip(table[key.value], shape):
-                    if sizes.setdefault(dim, (size, key.value))[0] != size:
-                        other = sizes[dim]
-                        raise CaptureError(f"dimension {dim!r} is {size} in {key.value} {shape} but {other[0]} in {other[1]}")
+            dtypes = {k: str(dtype).removeprefix("torch.") for k, (_, dtype) in got.items()}
+            try:  # (bfloat16 is stored as float32)
+                fmt.check_first_step({f"{k.value} {shape}": (k.dims, shape, "float32" if dtypes[k] == "bfloat16" else dtypes[k])
+                                      for k, (shape, _) in got.items()})
+            except ValueError as e:
+                raise CaptureError(str(e)) from None
             self._signature = got
             return
         first = self._signature
@@ -310,12 +307,13 @@ def record(path: str | Path, keys: type[TensorKey], *, note: str = "", config: d
         raise ValueError(f"chunk_steps must be a positive integer, not {chunk_steps!r}")
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
+    bad_ranges = ValueError(f"full_steps must be a list of (start, end) ranges with 0 <= start <= end, not {full_steps!r}")
     try:
         ranges = [(int(a), int(b)) for a, b in (full_steps or [])]
     except (TypeError, ValueError):
-        ranges = [(-1, -1)]
+        raise bad_ranges from None
     if any(a < 0 or b < a for a, b in ranges):
-        raise ValueError(f"full_steps must be a list of (start, end) ranges with 0 <= start <= end, not {full_steps!r}")
+        raise bad_ranges
     if isinstance(only, (str, TensorKey)):
         only = [only]  # (one key)
     try:
