@@ -64,10 +64,10 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     return first, min(int(m[2]) if m[2] else size - 1, size - 1)
 
 
-
 def _is_length(text: str) -> bool:
     """A Content-Length: ASCII digits only (str.isdigit also takes '²' and other scripts' digits)."""
     return text.isascii() and text.isdigit() and len(text) <= 20
+
 
 class RecordingHandler(SimpleHTTPRequestHandler):
     """Serves regular files under the server's root; refuses `..`, NUL bytes and anything a symlink leads out to.

@@ -22,8 +22,6 @@ const TARGET = 384;  // CSS pixels a difference heatmap aims for along each axis
 const fit = (n) => Math.max(1, Math.min(8, Math.floor(TARGET / n)));
 const product = (xs) => xs.reduce((x, y) => x * y, 1);
 const shapeText = (shape) => `[${shape.join(", ")}]`;
-// keys whose values name things (class labels, feature indices): A − B would be a difference of
-// names, so these compare as equal or not, element by element
 
 /** What the run viewer's page object holds (app.js), for one run of the pair. */
 function makePage(raw, run) {
@@ -495,7 +493,6 @@ class Compare {
   }
 }
 
-/** The settings in which two runs differ, in words: condition, seed, and every differing config entry. */
 function pairHash(a, b, step) {
   return `#a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}${step === null ? "" : `&step=${step}`}`;
 }
